@@ -1,0 +1,65 @@
+"""The codec interface every uplink scheme (fp32, QSGD, ENN) implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    """What a client puts on the wire for one update.
+
+    ``payload`` is the exact serialized message body; ``metrics`` are per-update measurements
+    for the reports (e.g. ``bits_per_coord``, ``rel_error``), never sent.
+    """
+
+    payload: bytes
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class UpdateCodec(ABC):
+    """Encodes a flat float32 update (in the wire domain) and aggregates encoded updates.
+
+    Notes
+    -----
+    A codec sees only 1-D float32 tensors: the engine flattens the model (or its KeyNet
+    ciphertext) in a fixed order before encoding, so codecs compose with encryption.
+    ``slot`` is the client's position (0..N-1) in the round's selection, for codecs with a
+    fixed number of inputs (ENN).
+    """
+
+    #: Name used in scenario files (``codec: {kind: ...}``).
+    name: str = ""
+
+    def setup_payload(self) -> bytes | None:
+        """Bytes each client must download once before its first update (None if nothing)."""
+        return None
+
+    @abstractmethod
+    def encode(self, update: torch.Tensor, *, seed: int, slot: int) -> EncodedUpdate:
+        """Encode one update; ``seed`` makes any randomness reproducible (owned by the client)."""
+
+    @abstractmethod
+    def aggregate(
+        self,
+        payloads: Sequence[bytes],
+        weights: Sequence[float],
+        slots: Sequence[int],
+        *,
+        numel: int,
+    ) -> torch.Tensor:
+        """Return the weighted mean of the encoded updates as a float32 vector of ``numel``.
+
+        ``weights`` sum to 1.
+        """
+
+    def decode(self, payload: bytes, *, numel: int) -> torch.Tensor:
+        """Decode one client's update on its own (what an observer of the payload can recover).
+
+        Codecs whose payloads cannot be decoded individually raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"codec {self.name!r} cannot decode a single update")

@@ -1,0 +1,32 @@
+"""The fp32 baseline codec: the update as raw float32, 4 bytes per coordinate plus a header."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fedsim.codecs.base import EncodedUpdate, UpdateCodec
+from fedsim.wire import pack_vector, unpack_vector
+
+
+class IdentityCodec(UpdateCodec):
+    """Sends the update unchanged: ``8 + 4 p`` bytes for p coordinates (see :mod:`fedsim.wire`)."""
+
+    name = "identity"
+
+    def encode(self, update: torch.Tensor, *, seed: int, slot: int) -> EncodedUpdate:
+        return EncodedUpdate(pack_vector(update), {"bits_per_coord": 32.0, "rel_error": 0.0})
+
+    def decode(self, payload: bytes, *, numel: int) -> torch.Tensor:
+        vec = unpack_vector(payload)
+        if vec.numel() != numel:
+            raise ValueError(f"update has {vec.numel()} values, expected {numel}")
+        return vec
+
+    def aggregate(self, payloads: Sequence[bytes], weights: Sequence[float], slots: Sequence[int],
+                  *, numel: int) -> torch.Tensor:
+        total = torch.zeros(numel, dtype=torch.float64)
+        for payload, w in zip(payloads, weights, strict=True):
+            total += w * self.decode(payload, numel=numel).double()
+        return total.float()
