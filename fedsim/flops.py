@@ -29,7 +29,9 @@ _BATCH = 2
 _CACHE: dict[tuple, tuple[float, float]] = {}
 
 
-def _conv_forward_flop(x_shape: list[int], w_shape: list[int], out_shape: list[int], transposed: bool) -> int:
+def _conv_forward_flop(
+    x_shape: list[int], w_shape: list[int], out_shape: list[int], transposed: bool
+) -> int:
     """2 · batch · prod(spatial) · prod(kernel) · C_out_w · C_in_w, with ``w_shape`` as stored.
 
     The stored weight is (C_out, C_in/groups, k...) for a conv and (C_in, C_out/groups, k...)

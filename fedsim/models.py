@@ -33,29 +33,44 @@ def _choice(table: dict[str, type[nn.Module]], value: str, what: str) -> type[nn
     return table[value]
 
 
-def _lenet5(num_classes: int, in_channels: int, size: int, act: type[nn.Module], pool: type[nn.Module]) -> nn.Module:
+def _lenet5(
+    num_classes: int, in_channels: int, size: int, act: type[nn.Module], pool: type[nn.Module]
+) -> nn.Module:
     side = (size // 2 - 4) // 2
     if side < 1:
         raise ValueError(f"lenet5 needs image_size >= 12, got {size}")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), act(), pool(2),
-        nn.Conv2d(6, 16, 5), act(), pool(2),
+        nn.Conv2d(in_channels, 6, 5, padding=2),
+        act(),
+        pool(2),
+        nn.Conv2d(6, 16, 5),
+        act(),
+        pool(2),
         nn.Flatten(),
-        nn.Linear(16 * side * side, 120), act(),
-        nn.Linear(120, 84), act(),
+        nn.Linear(16 * side * side, 120),
+        act(),
+        nn.Linear(120, 84),
+        act(),
         nn.Linear(84, num_classes),
     )
 
 
-def _small_cnn(num_classes: int, in_channels: int, size: int, act: type[nn.Module], pool: type[nn.Module]) -> nn.Module:
+def _small_cnn(
+    num_classes: int, in_channels: int, size: int, act: type[nn.Module], pool: type[nn.Module]
+) -> nn.Module:
     side = size // 4
     if side < 1:
         raise ValueError(f"small_cnn needs image_size >= 4, got {size}")
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1), act(), pool(2),
-        nn.Conv2d(32, 64, 3, padding=1), act(), pool(2),
+        nn.Conv2d(in_channels, 32, 3, padding=1),
+        act(),
+        pool(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        act(),
+        pool(2),
         nn.Flatten(),
-        nn.Linear(64 * side * side, 128), act(),
+        nn.Linear(64 * side * side, 128),
+        act(),
         nn.Linear(128, num_classes),
     )
 
@@ -63,9 +78,12 @@ def _small_cnn(num_classes: int, in_channels: int, size: int, act: type[nn.Modul
 def _lenet_dlg(num_classes: int, in_channels: int, size: int) -> nn.Module:
     side = (size + 3) // 4  # two stride-2 convs with kernel 5, padding 2: ceil(size / 4)
     return nn.Sequential(
-        nn.Conv2d(in_channels, 12, 5, padding=2, stride=2), nn.Sigmoid(),
-        nn.Conv2d(12, 12, 5, padding=2, stride=2), nn.Sigmoid(),
-        nn.Conv2d(12, 12, 5, padding=2, stride=1), nn.Sigmoid(),
+        nn.Conv2d(in_channels, 12, 5, padding=2, stride=2),
+        nn.Sigmoid(),
+        nn.Conv2d(12, 12, 5, padding=2, stride=2),
+        nn.Sigmoid(),
+        nn.Conv2d(12, 12, 5, padding=2, stride=1),
+        nn.Sigmoid(),
         nn.Flatten(),
         nn.Linear(12 * side * side, num_classes),
     )
@@ -73,10 +91,14 @@ def _lenet_dlg(num_classes: int, in_channels: int, size: int) -> nn.Module:
 
 def _mobilenet_v2_cifar(num_classes: int, in_channels: int, width_mult: float) -> nn.Module:
     model = mobilenet_v2(
-        num_classes=num_classes, width_mult=width_mult, inverted_residual_setting=_CIFAR_MOBILENET_V2_SETTING
+        num_classes=num_classes,
+        width_mult=width_mult,
+        inverted_residual_setting=_CIFAR_MOBILENET_V2_SETTING,
     )
     first = model.features[0][0]
-    model.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, stride=1, padding=1, bias=False)
+    model.features[0][0] = nn.Conv2d(
+        in_channels, first.out_channels, 3, stride=1, padding=1, bias=False
+    )
     return model
 
 
@@ -137,12 +159,15 @@ def build_model(
     pool = _choice(_POOLINGS, pooling, "pooling")
     if num_classes < 1 or in_channels < 1 or image_size < 1:
         raise ValueError(
-            f"num_classes, in_channels and image_size must be positive, got {num_classes}, {in_channels}, {image_size}"
+            "num_classes, in_channels and image_size must be positive, "
+            f"got {num_classes}, {in_channels}, {image_size}"
         )
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_KINDS)}")
     if kind != "mobilenet_v2" and width_mult != 1.0:
-        raise ValueError(f"width_mult is only supported by mobilenet_v2, got {width_mult} for {kind!r}")
+        raise ValueError(
+            f"width_mult is only supported by mobilenet_v2, got {width_mult} for {kind!r}"
+        )
     if kind == "lenet5":
         return _lenet5(num_classes, in_channels, image_size, act, pool)
     if kind == "small_cnn":

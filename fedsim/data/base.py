@@ -48,7 +48,9 @@ class Dataset:
     source: str
 
 
-def normalize_uint8(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def normalize_uint8(
+    images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
     """Convert uint8 images (N, C, H, W) in 0..255 to normalized float32.
 
     Parameters

@@ -22,7 +22,16 @@ from fedsim.data.base import DataError
 from fedsim.data.raw import RawData
 
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
 PICKLE_DIR = "cifar-10-batches-py"
@@ -51,7 +60,9 @@ def _load_pickles(root: str, download: bool) -> RawData:
         train = CIFAR10(root=root, train=True, download=download)
         test = CIFAR10(root=root, train=False, download=download)
     except Exception as exc:  # missing / corrupt batches, failed download
-        raise DataError(f"dataset 'cifar10': cannot read the CIFAR-10 pickles under {root!r}: {exc}") from exc
+        raise DataError(
+            f"dataset 'cifar10': cannot read the CIFAR-10 pickles under {root!r}: {exc}"
+        ) from exc
     return RawData(
         x_train=np.ascontiguousarray(train.data.transpose(0, 3, 1, 2)),
         y_train=np.asarray(train.targets, dtype=np.int64),
@@ -80,7 +91,10 @@ def _load_jpeg_archive(archive: str, cache_dir: str) -> RawData:
     return RawData(
         **arrays,
         num_classes=len(CIFAR10_CLASSES),
-        source=f"CIFAR-10 JPEG export (lossy JPEG, not the original pixels) at {archive}, sha256 {digest[:16]}",
+        source=(
+            f"CIFAR-10 JPEG export (lossy JPEG, not the original pixels) at {archive}, "
+            f"sha256 {digest[:16]}"
+        ),
     )
 
 
@@ -149,11 +163,17 @@ def decode_jpeg_archive(archive: str) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for split, items in found.items():
         if not items:
-            raise DataError(f"dataset 'cifar10': archive {archive!r} has no {split}/<class>/*.jpg images")
+            raise DataError(
+                f"dataset 'cifar10': archive {archive!r} has no {split}/<class>/*.jpg images"
+            )
         items.sort(key=lambda t: (t[0], t[1]))
         shapes = {a.shape for _, _, a in items}
         if len(shapes) != 1:
-            raise DataError(f"dataset 'cifar10': archive {archive!r} mixes image sizes {sorted(shapes)}")
-        out[f"x_{split}"] = np.ascontiguousarray(np.stack([a for _, _, a in items]).transpose(0, 3, 1, 2))
+            raise DataError(
+                f"dataset 'cifar10': archive {archive!r} mixes image sizes {sorted(shapes)}"
+            )
+        out[f"x_{split}"] = np.ascontiguousarray(
+            np.stack([a for _, _, a in items]).transpose(0, 3, 1, 2)
+        )
         out[f"y_{split}"] = np.array([c for c, _, _ in items], dtype=np.int64)
     return out

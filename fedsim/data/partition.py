@@ -58,10 +58,14 @@ def partition(
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}")
+        raise ValueError(
+            f"labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}"
+        )
     n = len(labels)
     if not 1 <= num_clients <= n:
-        raise ValueError(f"num_clients must be between 1 and the number of samples ({n}), got {num_clients}")
+        raise ValueError(
+            f"num_clients must be between 1 and the number of samples ({n}), got {num_clients}"
+        )
     if kind == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
     elif kind == "classes_per_client":
@@ -69,18 +73,25 @@ def partition(
     elif kind == "dirichlet":
         parts = _dirichlet(labels, num_clients, alpha, min_samples, rng)
     else:
-        raise ValueError(f"unknown partition kind {kind!r}; valid choices: {', '.join(PARTITION_KINDS)}")
+        raise ValueError(
+            f"unknown partition kind {kind!r}; valid choices: {', '.join(PARTITION_KINDS)}"
+        )
     return [np.sort(p).astype(np.int64) for p in parts]
 
 
-def _by_classes(labels: np.ndarray, num_clients: int, k: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+def _by_classes(
+    labels: np.ndarray, num_clients: int, k: int | None, rng: np.random.Generator
+) -> list[np.ndarray]:
     classes = np.unique(labels)
     n_cls = len(classes)
     if k is None or not 1 <= k <= n_cls:
-        raise ValueError(f"classes_per_client must be between 1 and the number of classes ({n_cls}), got {k}")
+        raise ValueError(
+            f"classes_per_client must be between 1 and the number of classes ({n_cls}), got {k}"
+        )
     if num_clients * k < n_cls:
         raise ValueError(
-            f"classes_per_client: {num_clients} clients × {k} classes cover fewer than the {n_cls} classes, "
+            f"classes_per_client: {num_clients} clients × {k} classes cover fewer than the "
+            f"{n_cls} classes, "
             "so some samples would be unused; raise num_clients or classes_per_client"
         )
     order = classes[rng.permutation(n_cls)]
@@ -94,7 +105,8 @@ def _by_classes(labels: np.ndarray, num_clients: int, k: int | None, rng: np.ran
         owners = holders[int(c)]
         if len(idx) < len(owners):
             raise ValueError(
-                f"classes_per_client: class {c} has {len(idx)} samples but {len(owners)} clients hold it"
+                f"classes_per_client: class {c} has {len(idx)} samples "
+                f"but {len(owners)} clients hold it"
             )
         for owner, shard in zip(owners, np.array_split(idx, len(owners))):
             parts[owner].append(shard)
@@ -102,27 +114,35 @@ def _by_classes(labels: np.ndarray, num_clients: int, k: int | None, rng: np.ran
 
 
 def _dirichlet(
-    labels: np.ndarray, num_clients: int, alpha: float | None, min_samples: int, rng: np.random.Generator
+    labels: np.ndarray,
+    num_clients: int,
+    alpha: float | None,
+    min_samples: int,
+    rng: np.random.Generator,
 ) -> list[np.ndarray]:
     if alpha is None or not alpha > 0:
         raise ValueError(f"dirichlet partition needs alpha > 0, got {alpha}")
     if min_samples < 0 or num_clients * min_samples > len(labels):
         raise ValueError(
-            f"dirichlet: {num_clients} clients × min_samples {min_samples} is impossible with {len(labels)} samples"
+            f"dirichlet: {num_clients} clients × min_samples {min_samples} is impossible "
+            f"with {len(labels)} samples"
         )
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     for _ in range(_DIRICHLET_MAX_TRIES):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
         for idx in by_class:
             idx = rng.permutation(idx)
-            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha)))[:-1] * len(idx)).astype(int)
+            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha)))[:-1] * len(idx)).astype(
+                int
+            )
             for owner, shard in enumerate(np.split(idx, cuts)):
                 parts[owner].append(shard)
         merged = [np.concatenate(p) for p in parts]
         if min(len(p) for p in merged) >= min_samples:
             return merged
     raise ValueError(
-        f"dirichlet: no draw in {_DIRICHLET_MAX_TRIES} tries gave every one of {num_clients} clients "
+        f"dirichlet: no draw in {_DIRICHLET_MAX_TRIES} tries gave every one of "
+        f"{num_clients} clients "
         f"≥ {min_samples} samples with alpha {alpha}; raise alpha or lower min_samples"
     )
 
