@@ -7,13 +7,17 @@ from collections.abc import Sequence
 import torch
 
 from fedsim.codecs.base import EncodedUpdate, UpdateCodec
-from fedsim.wire import pack_vector, unpack_vector
+from fedsim.wire import HEADER_BYTES, pack_vector, unpack_vector
 
 
 class IdentityCodec(UpdateCodec):
     """Sends the update unchanged: ``8 + 4 p`` bytes for p coordinates (see :mod:`fedsim.wire`)."""
 
     name = "identity"
+
+    def payload_nbytes(self, numel: int) -> int:
+        """Exact payload size in bytes for ``numel`` coordinates: ``8 + 4 numel``."""
+        return HEADER_BYTES + 4 * numel
 
     def encode(self, update: torch.Tensor, *, seed: int, slot: int) -> EncodedUpdate:
         return EncodedUpdate(pack_vector(update), {"bits_per_coord": 32.0, "rel_error": 0.0})
