@@ -9,22 +9,24 @@ choice) or its max-norm (``norm="max"``), rounded to float32. Coordinate i of bu
 ``floor(r_i) + 1`` with probability ``r_i - floor(r_i)`` and ``floor(r_i)`` otherwise, so
 ``E[Q_s(v)] = v`` (up to float rounding). A zero bucket gives all-zero levels, so Q_s(0) = 0.
 For L2 scaling, ``E||Q_s(v) - v||^2 <= min(d/s^2, sqrt(d)/s) * sum_b ||v_b||^2``.
+The rounding draws come from a counter-based splitmix64 stream keyed by ``seed`` (see
+:mod:`.qsgd_kernels`): the payload bytes depend only on (update, seed modulo 2**64, s, d, norm).
 
 Wire format (little endian)
 ---------------------------
-=========  =======  ==========================================================
-offset     bytes    field
-=========  =======  ==========================================================
-0          2        magic ``b"QS"``
-2          1        format version (1)
-3          1        norm kind: 0 = L2, 1 = max
-4          4        s, number of levels (uint32)
-8          4        d, bucket size in coordinates (uint32)
-12         4        p, number of coordinates (uint32)
-16         4*nb     nb = ceil(p/d) bucket norms (float32)
-16+4*nb    ceil(p*b/8)  p codes of b = ceil(log2(2s+1)) bits: level magnitude in the low b-1
-                    bits, sign in the top bit (bit stream layout in :mod:`.qsgd_kernels`)
-=========  =======  ==========================================================
+==========  ===========  ====================================================================
+offset      bytes        field
+==========  ===========  ====================================================================
+0           2            magic ``b"QS"``
+2           1            format version (1)
+3           1            norm kind: 0 = L2, 1 = max
+4           4            s, number of levels (uint32)
+8           4            d, bucket size in coordinates (uint32)
+12          4            p, number of coordinates (uint32)
+16          4*nb         the nb = ceil(p/d) bucket norms (float32)
+16 + 4*nb   ceil(p*b/8)  p codes of b = ceil(log2(2s+1)) bits each: level magnitude in the low
+                         b-1 bits, sign in the top bit (bit order: :mod:`.qsgd_kernels`)
+==========  ===========  ====================================================================
 
 So a payload takes exactly ``HEADER_BYTES + 4*ceil(p/d) + ceil(p*b/8)`` bytes
 (:func:`payload_nbytes`).
