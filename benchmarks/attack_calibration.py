@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "attacks")]
 
-from fedsim.attacks import DLG, IDLG, dlg_attack, gradient_trial  # noqa: E402
+from fedsim.attacks import DLG, IDLG, Defence, GaussianNoise, dlg_attack, gradient_trial  # noqa: E402
 from fedsim.attacks import save_reconstruction_grid  # noqa: E402
 from support import lenet, mnist_digits  # noqa: E402
 
@@ -33,8 +33,10 @@ def digit_index(seed: int) -> int:
     return 500 * (seed % 10) + seed // 10
 
 
-def calibrate(attack_name: str, seeds: int, dtype: torch.dtype, noise_variance: float) -> list[dict]:
-    """Run one single-image trial per seed and return the result rows."""
+def calibrate(
+    attack_name: str, seeds: int, dtype: torch.dtype, defence: Defence | None = None
+) -> list[dict]:
+    """Run one single-image trial per seed (seeds 0..seeds-1) and return the result rows."""
     images, labels = mnist_digits()
     mean_image = torch.tensor(images.mean(axis=0))
     config = IDLG if attack_name == "idlg" else DLG
@@ -43,7 +45,7 @@ def calibrate(attack_name: str, seeds: int, dtype: torch.dtype, noise_variance: 
         i = digit_index(seed)
         result, metrics, row = gradient_trial(
             lenet(seed), torch.tensor(images[i : i + 1]), torch.tensor(labels[i : i + 1]),
-            dlg_attack, config, seed, num_classes=10, noise_variance=noise_variance,
+            dlg_attack, config, seed, num_classes=10, defence=defence,
             mean_image=mean_image, dtype=dtype,
         )
         row["reconstruction01"] = result.reconstruction.clamp(0, 1)
@@ -62,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for variance in args.noise:
-        rows = calibrate(args.attack, args.seeds, getattr(torch, args.dtype), variance)
+        defence = GaussianNoise(variance) if variance else None
+        rows = calibrate(args.attack, args.seeds, getattr(torch, args.dtype), defence)
         print(f"attack={args.attack} dtype={args.dtype} noise_variance={variance:g}")
         for seed, row in enumerate(rows):
             print(

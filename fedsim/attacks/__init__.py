@@ -5,7 +5,7 @@ a :class:`ForwardModel` that simulates them for a candidate input) and returns a
 :class:`AttackResult`.  Scheme adapters (FedPAQ, KeyNet, ENN) only add forward models.
 """
 
-from fedsim.attacks.defences import gaussian_noise, prune_smallest
+from fedsim.attacks.defences import Defence, GaussianNoise, Pruning, relative_error
 from fedsim.attacks.dlg import DLG, IDLG, DlgConfig, dlg_attack
 from fedsim.attacks.inverting import (
     IG_FEDAVG_SINGLE,
@@ -44,7 +44,9 @@ __all__ = [
     "IG_PAPER_LENET",
     "AttackResult",
     "DlgConfig",
+    "Defence",
     "ForwardModel",
+    "GaussianNoise",
     "GradientForwardModel",
     "InvertingConfig",
     "Normalization",
@@ -54,7 +56,6 @@ __all__ = [
     "bias_sign_labels",
     "dlg_attack",
     "evaluate",
-    "gaussian_noise",
     "gradient_trial",
     "idlg_label",
     "infer_labels",
@@ -63,7 +64,8 @@ __all__ = [
     "lpips_distance",
     "match_order",
     "observe",
-    "prune_smallest",
+    "Pruning",
+    "relative_error",
     "psnr",
     "save_reconstruction_grid",
     "ssim",

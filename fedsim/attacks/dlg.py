@@ -84,10 +84,10 @@ def dlg_attack(
         L-BFGS run therefore keeps its last finite iterate).
     """
     start = time.perf_counter()
+    hard = resolve_labels(observation, config.label_strategy, labels)
     generator = torch.Generator().manual_seed(seed)
     fm = observation.forward_model
     target = [t.to(fm.dtype) for t in observation.target]
-    hard = resolve_labels(observation, config.label_strategy, labels)
     x = random_candidate(observation, generator).requires_grad_(True)
     variables = [x]
     logits = None

@@ -144,9 +144,9 @@ def inverting_attack(
         truth is never consulted.
     """
     start = time.perf_counter()
+    hard = resolve_labels(observation, config.label_strategy, labels)
     generator = torch.Generator().manual_seed(seed)
     target = [t.to(observation.forward_model.dtype) for t in observation.target]
-    hard = resolve_labels(observation, config.label_strategy, labels)
     assert hard is not None  # "joint" is not an IG strategy
     trials = [_trial(observation, config, hard, target, generator) for _ in range(config.restarts)]
     scores = [t[1] for t in trials]

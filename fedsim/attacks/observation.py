@@ -194,7 +194,7 @@ class UnrolledFedAvgForwardModel:
         self._start = {n: p.detach() for n, p in self.model.named_parameters()}
 
     def __call__(self, inputs: Tensor, labels: Tensor) -> list[Tensor]:
-        params = dict(self._start)
+        params = {k: v.clone().requires_grad_(True) for k, v in self._start.items()}
         n = inputs.shape[0]
         size = n if self.batch_size == 0 else self.batch_size
         n_batches = max(n // size, 1)

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fedsim.attacks.defences import gaussian_noise, prune_smallest
+from fedsim.attacks.defences import Defence, relative_error
 from fedsim.attacks.metrics import ReconstructionMetrics, evaluate
 from fedsim.attacks.observation import GradientForwardModel, Normalization, Observation, observe
 from fedsim.attacks.result import AttackResult
+from fedsim.rng import seed_for
 
 Attack = Callable[..., AttackResult]
 
@@ -26,8 +27,7 @@ def gradient_trial(
     *,
     num_classes: int,
     normalization: Normalization = Normalization(),
-    noise_variance: float = 0.0,
-    prune_fraction: float = 0.0,
+    defence: Defence | None = None,
     mean_image: Tensor | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[AttackResult, ReconstructionMetrics, dict[str, Any]]:
@@ -47,8 +47,8 @@ def gradient_trial(
         Number of model outputs.
     normalization
         Input normalization the model was trained with.
-    noise_variance, prune_fraction
-        Defences applied to the observed gradient before the attack.
+    defence
+        Transform applied to the observed gradient before the attack (seeded with ``seed``).
     mean_image
         Dataset mean image for the mean-image baseline.
     dtype
@@ -62,11 +62,9 @@ def gradient_trial(
     fm = GradientForwardModel(model, dtype=dtype)
     inputs = normalization.normalize(images01.to(dtype))
     target = observe(fm, inputs, labels)
-    if prune_fraction:
-        target = prune_smallest(target, prune_fraction)
-    if noise_variance:
-        noise = torch.Generator().manual_seed(seed + 1_000_003)
-        target = gaussian_noise(target, noise_variance, noise)
+    clean = target
+    if defence is not None:
+        target = defence(clean, seed_for(seed, "defence"))
     observation = Observation(target, fm, tuple(inputs.shape), num_classes, normalization)
     known = labels if getattr(config, "label_strategy", "") == "known" else None
     result = attack(observation, config, seed=seed, labels=known)
@@ -76,8 +74,9 @@ def gradient_trial(
         "scheme": "fedsgd",
         "adversary": "S",
         "knowledge": "labels" if known is not None else "none",
-        "noise_variance": noise_variance,
-        "prune_fraction": prune_fraction,
+        "defence": "none",
+        **(defence.describe() if defence is not None else {}),
+        "observation_rel_error": relative_error(target, clean),
         **result.record(),
         **metrics.summary(),
     }
