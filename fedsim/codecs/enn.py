@@ -77,7 +77,7 @@ class EnnCodec(UpdateCodec):
             self._zero_code = self.net.encode(torch.zeros(self.config.n))
 
     @classmethod
-    def from_args(cls, *, scale: float, cache_dir: Path | None = None, **fields) -> "EnnCodec":
+    def from_args(cls, *, scale: float, cache_dir: Path | None = None, **fields) -> EnnCodec:
         """Codec from config-like arguments, pre-training (or loading from cache) the network.
 
         Parameters

@@ -7,6 +7,8 @@ Layer sizes come from :class:`~fedsim.enn.config.EnnConfig` (fedsim's choices, n
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -37,7 +39,7 @@ def make_encoder(config: EnnConfig) -> nn.Sequential:
     """
     widths = (config.n, *config.encoder_hidden)
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), _ACTIVATIONS[config.activation]()]
     layers.append(nn.Linear(widths[-1], config.m))
     return nn.Sequential(*layers)

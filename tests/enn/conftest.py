@@ -7,8 +7,8 @@ import torch
 
 from fedsim.enn import EnnConfig, load_or_train
 
-SMALL = dict(n=16, ratio=2, slots=3, residual_blocks=1, decoder_width=64, encoder_hidden=(16,),
-             steps=600, batch=128)
+SMALL = {"n": 16, "ratio": 2, "slots": 3, "residual_blocks": 1, "decoder_width": 64, "encoder_hidden": (16,),
+             "steps": 600, "batch": 128}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -92,8 +92,8 @@ def test_bad_slots_and_payloads_raise(codec):
 
 
 def test_from_args_uses_cache(tmp_path):
-    args = dict(n=8, ratio=2, slots=2, residual_blocks=0, decoder_width=16, encoder_hidden=(8,),
-                steps=10, batch=8)
+    args = {"n": 8, "ratio": 2, "slots": 2, "residual_blocks": 0, "decoder_width": 16, "encoder_hidden": (8,),
+                "steps": 10, "batch": 8}
     a = EnnCodec.from_args(scale=2.0, cache_dir=tmp_path, **args)
     b = EnnCodec.from_args(scale=2.0, cache_dir=tmp_path, **args)
     assert a.name == "enn" and a.scale == 2.0 and a.config.m == 4

@@ -7,8 +7,14 @@ import torch
 
 import fedsim.enn.cache as cache_mod
 from fedsim.enn import (
-    EnnConfig, EnnNet, approximation_mse, average_fidelity, linear_bound_mse, load_or_train,
-    train_enn, zero_baseline_mse,
+    EnnConfig,
+    EnnNet,
+    approximation_mse,
+    average_fidelity,
+    linear_bound_mse,
+    load_or_train,
+    train_enn,
+    zero_baseline_mse,
 )
 from fedsim.enn.pretrain import init_net
 
