@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.keynet.cipher import LinearCipher, Segment, CipherBuilder, sandwich
+from fedsim.keynet.cipher import CipherBuilder, LinearCipher, Segment, sandwich
 from fedsim.keynet.keys import KeySet, KeySlot
 from fedsim.keynet.plan import NetworkPlan
 

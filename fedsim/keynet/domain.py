@@ -71,7 +71,7 @@ class KeyNetDomain(WeightDomain):
     @classmethod
     def from_seed(cls, model: nn.Module, input_shape: tuple[int, ...],
                   seed: int | np.random.Generator, space: str = "lowered", alpha: int = 1,
-                  encrypt_output: bool = False, chained: bool | None = None) -> "KeyNetDomain":
+                  encrypt_output: bool = False, chained: bool | None = None) -> KeyNetDomain:
         """Plan ``model``, derive keys from ``seed`` (see :func:`make_keys`) and build."""
         plan = plan_network(model, tuple(input_shape), chained, lower=space == "lowered")
         keys = make_keys(plan, seed, space, alpha, encrypt_output)
@@ -96,7 +96,7 @@ class KeyNetDomain(WeightDomain):
         """Float32 ciphertext of ``state`` (computed in float64, rounded once)."""
         return torch.from_numpy(self.cipher.encrypt(self.flatten(state)).astype(np.float32))
 
-    def from_wire(self, flat: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def from_wire(self, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Decrypt a ciphertext vector to a state dict of the float entries (template dtypes)."""
         if flat.numel() != self.numel:
             raise ValueError(f"wire vector has {flat.numel()} values, expected {self.numel}")

@@ -117,11 +117,13 @@ class Key:
         return sp.csr_matrix((v, (r, c)), shape=(n, n))
 
     def cond_bound(self) -> float:
-        """Upper bound on the ∞-norm condition number ``‖A‖∞·‖A⁻¹‖∞`` (dimensionless)."""
+        """Upper bound on ``‖A‖∞·‖A⁻¹‖∞`` for ``A`` and its homogeneous form (dimensionless)."""
         inv_norm = 1.0
         for b in ([self.blocks] if self.alpha > 1 else []) + ([self.tail] if self.tail.size else []):
             inv_norm = max(inv_norm, float(np.abs(np.linalg.inv(b)).sum(axis=-1).max()))
-        return float(self.gain.max() / self.gain.min()) * inv_norm
+        if self.n == 0:
+            return 1.0
+        return max(float(self.gain.max()), 1.0) * max(inv_norm / float(self.gain.min()), 1.0)
 
     def to_bytes(self) -> bytes:
         """Serialize (format in the module docstring; ``len == self.nbytes()``)."""
@@ -132,7 +134,7 @@ class Key:
         return b"".join(out)
 
     @classmethod
-    def from_bytes(cls, buf: bytes | memoryview, offset: int = 0) -> tuple["Key", int]:
+    def from_bytes(cls, buf: bytes | memoryview, offset: int = 0) -> tuple[Key, int]:
         """Parse one key at ``offset``; returns the key and the offset just past it."""
         n, a = struct.unpack_from("<II", buf, offset)
         offset += 8
@@ -202,7 +204,7 @@ class KeySet:
 
     @classmethod
     def generate(cls, slots: list[KeySlot], seed: int | np.random.Generator,
-                 space: str) -> "KeySet":
+                 space: str) -> KeySet:
         """Sample one key per slot. Key ``k`` depends only on ``(seed, k, slots[k])``."""
         s = _seed_int(seed)
         keys = []
@@ -224,7 +226,7 @@ class KeySet:
         return head + b"".join(k.to_bytes() for k in self.keys)
 
     @classmethod
-    def from_bytes(cls, buf: bytes) -> "KeySet":
+    def from_bytes(cls, buf: bytes) -> KeySet:
         """Inverse of :meth:`to_bytes`."""
         if buf[:4] != _MAGIC:
             raise ValueError("not a KeyNet key set")

@@ -88,7 +88,8 @@ class NetworkPlan:
                     slots.append(KeySlot(lp.lowered.n_out, 1, gains, role=role))
                 else:
                     identity = last and not encrypt_output
-                    slots.append(KeySlot(lp.lowered.n_out, alpha, identity=identity, role=role))
+                    slots.append(KeySlot(lp.lowered.n_out, 1 if identity else alpha,
+                                         identity=identity, role=role))
         else:
             for lp in self.layers:
                 slots.append(KeySlot(lp.lowered.n_in, alpha, role=f"{lp.name}.in"))
