@@ -11,7 +11,7 @@ from torch import nn
 from fedsim.domain import WeightDomain
 from fedsim.keynet.channel import channel_cipher, channel_slots
 from fedsim.keynet.cipher import LinearCipher, Segment, lowered_cipher
-from fedsim.keynet.keys import SPACES, KeySet
+from fedsim.keynet.keys import SPACES, Key, KeySet
 from fedsim.keynet.plan import NetworkPlan, plan_network
 
 
@@ -81,6 +81,13 @@ class KeyNetDomain(WeightDomain):
     def numel(self) -> int:
         """Length of the ciphertext vector (values)."""
         return int(self.cipher.offset.size)
+
+    @property
+    def image_key(self) -> Key:
+        """The input (sensor) key ``A_0`` of a chained lowered domain (for ``encrypt_input``)."""
+        if self.space != "lowered" or not self.plan.chained:
+            raise ValueError("only chained lowered-space domains have an image key")
+        return self.keys.keys[0]
 
     @property
     def segments(self) -> tuple[Segment, ...]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fedsim.keynet.cipher import Segment
+from fedsim.keynet.domain import KeyNetDomain
 from fedsim.keynet.keys import Key
 
 
@@ -54,7 +55,7 @@ def _sparse(seg: Segment, values: torch.Tensor) -> torch.Tensor:
                                        check_invariants=False)
 
 
-def encrypted_network(domain, wire: torch.Tensor) -> EncryptedNetwork:
+def encrypted_network(domain: KeyNetDomain, wire: torch.Tensor) -> EncryptedNetwork:
     """The encrypted-domain network of a chained lowered :class:`KeyNetDomain` ciphertext.
 
     Uses only the wire layout (public, key-derived structure) and the ciphertext values.

@@ -10,6 +10,7 @@ from keynet_nets import LENET_INPUT, make_lenet, perturbed_state
 from fedsim.domain import PlainDomain, float_entries
 from fedsim.keynet.domain import KeyNetDomain
 from fedsim.keynet.keys import KeySet
+from fedsim.keynet.report import nnz_table
 from fedsim.models import build_model
 
 
@@ -73,6 +74,10 @@ def test_mobilenet_lowered_per_layer_keys():
                              for i, k in enumerate(plan.names) if k[:k.rfind(".") + 1] in bn])
     assert bn_idx.size > 0 and np.isin(bn_idx, plan.rest).all()  # BatchNorm is vector keyed
     assert dom.numel > PlainDomain(model.state_dict()).numel
+    lowered = [lp.lowered.nnz for lp in plan.layers]
+    assert lowered == [r.nnz for r in nnz_table(model, (3, 16, 16))]  # counted == built
+    layers = [seg for seg in dom.segments if seg.kind == "layer"]
+    assert all(seg.nnz <= 4 * n for seg, n in zip(layers, lowered))
     _check_domain(dom, model)
 
 

@@ -47,7 +47,9 @@ def test_plan_detects_the_chain_and_boundaries(plan):
 
 @pytest.mark.parametrize("alpha", [1, 2, 4])
 def test_encrypted_inference_matches_plain(lenet, plan, images, alpha):
-    err, _ = _run(lenet, plan, make_keys(plan, 21, alpha=alpha), images)
+    keys = make_keys(plan, 21, alpha=alpha)
+    assert KeyNetDomain(lenet, LENET_INPUT, keys, plan=plan).image_key is keys.keys[0]
+    err, _ = _run(lenet, plan, keys, images)
     assert err <= 1e-5
 
 
