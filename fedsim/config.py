@@ -177,7 +177,7 @@ class QsgdCodecConfig(Strict):
 
 
 class EnnPretrainConfig(Strict):
-    steps: PosInt = 3000
+    steps: PosInt = 2000
     batch_size: PosInt = 256
     lr: PosFloat = 1e-3
     seed: int = 0
@@ -185,8 +185,8 @@ class EnnPretrainConfig(Strict):
 
 class EnnCodecConfig(Strict):
     kind: Literal["enn"]
-    ratio: Annotated[int, Field(ge=2)] = 8
-    chunk: PosInt = 256
+    ratio: Annotated[int, Field(ge=2)] = 4
+    chunk: PosInt = 64
     residual_blocks: Annotated[int, Field(ge=0)] = 3
     scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
     scale: PosFloat = 1.0

@@ -1,0 +1,25 @@
+"""Builds the uplink codec named by a run's ``codec`` config."""
+
+from __future__ import annotations
+
+from fedsim.codecs.base import UpdateCodec
+from fedsim.codecs.identity import IdentityCodec
+from fedsim.config import CodecConfig, EnnCodecConfig, IdentityCodecConfig, QsgdCodecConfig
+
+
+def make_codec(cfg: CodecConfig, *, slots: int) -> UpdateCodec:
+    """The codec for ``cfg``; ``slots`` is the number of updates aggregated per round (ENN's N)."""
+    if isinstance(cfg, IdentityCodecConfig):
+        return IdentityCodec()
+    if isinstance(cfg, QsgdCodecConfig):
+        from fedsim.codecs.qsgd import QsgdCodec
+
+        return QsgdCodec(levels=cfg.levels, bucket_size=cfg.bucket_size, norm=cfg.norm)
+    if isinstance(cfg, EnnCodecConfig):
+        from fedsim.codecs.enn import EnnCodec
+
+        return EnnCodec.from_args(
+            scale=cfg.scale, n=cfg.chunk, ratio=cfg.ratio, slots=slots,
+            residual_blocks=cfg.residual_blocks, scheme=cfg.scheme, steps=cfg.pretrain.steps,
+            batch=cfg.pretrain.batch_size, lr=cfg.pretrain.lr, seed=cfg.pretrain.seed)
+    raise TypeError(f"no codec for {cfg!r}")

@@ -1,0 +1,44 @@
+"""Per-client draws of device speed and link parameters from the scenario's distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedsim.config import Choice, Fixed, LogNormal, Uniform
+
+#: Named device profiles: sustained training throughput in FLOP/s. These are fedsim's own
+#: round numbers for effective (not peak) PyTorch training speed, meant as orders of magnitude.
+DEVICE_PROFILES: dict[str, float] = {
+    "microcontroller": 1e8,
+    "raspberry_pi_4": 5e9,
+    "phone_lowend": 5e9,
+    "phone_midrange": 2e10,
+    "phone_flagship": 1e11,
+    "laptop_cpu": 2e11,
+    "workstation_gpu": 1e13,
+    "datacenter_gpu": 5e13,
+}
+
+
+def draw(spec: float | Fixed | Uniform | LogNormal | Choice, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` values (one per client) from a number or a distribution config."""
+    if isinstance(spec, (int, float)):
+        return np.full(n, float(spec))
+    if isinstance(spec, Fixed):
+        return np.full(n, spec.value)
+    if isinstance(spec, Uniform):
+        return rng.uniform(spec.low, spec.high, n)
+    if isinstance(spec, LogNormal):
+        return spec.median * np.exp(spec.sigma * rng.standard_normal(n))
+    if isinstance(spec, Choice):
+        return rng.choice(np.asarray(spec.values, dtype=float), n)
+    raise TypeError(f"not a distribution: {spec!r}")
+
+
+def device_speeds(device: str | None, flops_per_s, n: int, rng: np.random.Generator) -> np.ndarray:
+    """FLOP/s of each of ``n`` clients, from a named profile or a distribution."""
+    if device is not None:
+        if device not in DEVICE_PROFILES:
+            raise ValueError(f"unknown device profile {device!r}; known: {', '.join(DEVICE_PROFILES)}")
+        return np.full(n, DEVICE_PROFILES[device])
+    return draw(flops_per_s, n, rng)

@@ -1,0 +1,42 @@
+"""Weight-domain set-up per encryption scheme: who holds which domain, and what the key agent sends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedsim.config import EncryptionConfig, KeyNetConfig, NoEncryptionConfig
+from fedsim.domain import PlainDomain, WeightDomain
+
+
+@dataclass(frozen=True)
+class EncryptionSetup:
+    """How an encryption scheme plugs into a run.
+
+    ``client_domain`` is the domain clients start with (None: they must fetch keys first, through
+    ``domain_from_key``); ``key_payload`` is what the key agent sends each client (None: no key
+    agent traffic); ``eval_domain`` decodes the server's wire vector for the harness's
+    evaluation (outside the protocol: the server never holds it).
+    """
+
+    client_domain: WeightDomain | None
+    domain_from_key: Callable[[bytes], WeightDomain] | None
+    key_payload: Callable[[str], bytes] | None
+    eval_domain: WeightDomain
+    init_by_client: bool
+
+
+def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...], seed: int,
+                    initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
+    """The :class:`EncryptionSetup` for ``cfg``."""
+    if isinstance(cfg, NoEncryptionConfig):
+        plain = PlainDomain(initial_state)
+        return EncryptionSetup(plain, None, None, plain, init_by_client=False)
+    if isinstance(cfg, KeyNetConfig):
+        from fedsim.keynet.setup import keynet_setup
+
+        return keynet_setup(cfg, model, input_shape, seed, initial_state)
+    raise TypeError(f"no encryption for {cfg!r}")

@@ -1,0 +1,197 @@
+"""The engine: wires one run config into a SimPy world, runs it, and returns its tables."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+import torch
+from tqdm.auto import tqdm
+
+from fedsim.codecs.factory import make_codec
+from fedsim.config import RunConfig
+from fedsim.data import Dataset, class_histogram, load_dataset, partition
+from fedsim.devices import device_speeds, draw
+from fedsim.encryption import make_encryption
+from fedsim.flops import train_flops_per_sample
+from fedsim.models import build_model
+from fedsim.network import Link, Network
+from fedsim.nodes.availability import Availability
+from fedsim.nodes.client import Client, ComputeModel, LocalWork, SharedLearner
+from fedsim.nodes.key_agent import KeyAgent
+from fedsim.nodes.router import Router
+from fedsim.nodes.server import Server, ServerSettings, client_name
+from fedsim.recorder import Recorder
+from fedsim.rng import numpy_rng, seed_for
+from fedsim.training import default_device, evaluate
+
+
+class SimulationError(RuntimeError):
+    """The simulation cannot proceed (e.g. the server waits for a message that never comes)."""
+
+
+@dataclass
+class RunResult:
+    """The tables of one run (one scheme, one seed)."""
+
+    config: RunConfig
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+    messages: pd.DataFrame
+    histogram: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def get_dataset(cfg: RunConfig) -> Dataset:
+    """Load the run's dataset (decoded once per process and cached by the data layer)."""
+    d = cfg.data
+    return load_dataset(d.dataset, data_root=d.data_root, download=d.download,
+                        train_limit=d.train_limit, test_limit=d.test_limit)
+
+
+def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
+    """The initial global model; its weights depend only on the seed."""
+    torch.manual_seed(seed_for(cfg.seed, "model", "init"))
+    return build_model(cfg.model.kind, num_classes=data.num_classes,
+                       in_channels=data.x_train.shape[1], image_size=data.x_train.shape[2],
+                       pooling=cfg.model.pooling, activation=cfg.model.activation,
+                       width_mult=cfg.model.width_mult)
+
+
+def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
+    """Simulate one run and return its tables."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data = get_dataset(cfg)
+    model = build_initial_model(cfg, data)
+    input_shape = tuple(data.x_train.shape[1:])
+    device = default_device()
+    model.to(device)
+    parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
+                      rng=numpy_rng(cfg.seed, "partition"),
+                      classes_per_client=cfg.data.partition.classes_per_client,
+                      alpha=cfg.data.partition.alpha)
+    learner = SharedLearner(model, data.x_train.to(device), data.y_train.to(device),
+                            train_flops_per_sample(model, input_shape))
+    initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    env = simpy.Environment()
+    network = Network(env)
+    recorder = Recorder()
+    network.subscribe(recorder.on_arrival)
+    router = Router(env, network)
+    n = cfg.data.num_clients
+    m = cfg.clients_per_round()
+    codec = make_codec(cfg.codec, slots=m)
+    crypto = make_encryption(cfg.encryption, model, input_shape, cfg.seed, initial_state)
+    availability = Availability(cfg.seed, cfg.availability.p_unavailable, cfg.availability.p_dropout)
+
+    net = cfg.network
+    ingress = Link("server:ingress", net.server.ingress_bps, net.server.latency_s)
+    egress = Link("server:egress", net.server.egress_bps, net.server.latency_s)
+    ka_in = Link("key_agent:ingress", net.key_agent.bandwidth_bps, net.key_agent.latency_s)
+    ka_out = Link("key_agent:egress", net.key_agent.bandwidth_bps, net.key_agent.latency_s)
+    link_rng = numpy_rng(cfg.seed, "network", "links")
+    ups = draw(net.clients.uplink_bps, n, link_rng)
+    downs = draw(net.clients.downlink_bps, n, link_rng)
+    lats = draw(net.clients.latency_s, n, link_rng) if not isinstance(net.clients.latency_s, (int, float)) \
+        else np.full(n, float(net.clients.latency_s))
+    speeds = device_speeds(cfg.compute.device, cfg.compute.flops_per_s, n,
+                           numpy_rng(cfg.seed, "devices"))
+
+    server_inbox = router.add_node(Server.name)
+    ka_inbox = router.add_node(KeyAgent.name)
+    work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
+                     cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
+    clients = []
+    for cid in range(n):
+        name = client_name(cid)
+        inbox = router.add_node(name)
+        up = Link(f"{name}:up", float(ups[cid]), float(lats[cid]))
+        down = Link(f"{name}:down", float(downs[cid]), float(lats[cid]))
+        router.connect(name, Server.name, [up, ingress])
+        router.connect(Server.name, name, [egress, down])
+        router.connect(name, KeyAgent.name, [up, ka_in])
+        router.connect(KeyAgent.name, name, [ka_out, down])
+        clients.append(Client(
+            env, router, inbox, cid, torch.as_tensor(parts[cid], dtype=torch.long), learner, work,
+            ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
+            codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
+            domain_from_key=crypto.domain_from_key,
+            initial_state=initial_state if (crypto.init_by_client and cid == 0) else None))
+    settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
+                              cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
+    server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
+                    availability, recorder,
+                    None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
+                    crypto.eval_domain.numel)
+    if crypto.key_payload is not None:
+        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
+    for c in clients:
+        env.process(c.run())
+    env.process(server.run())
+
+    evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress)
+    return _tables(cfg, recorder, evals, data, parts, info={
+        "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
+        "wire_numel": crypto.eval_domain.numel, "device": str(device),
+        "model_params": sum(p.numel() for p in model.parameters())})
+
+
+def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progress) -> dict:
+    """Step the simulation; evaluate each new global model as the server publishes it."""
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    evals: dict[int, tuple[float, float, float]] = {}
+    bar = tqdm(total=cfg.rounds, disable=not progress, desc=cfg.scheme, unit="round", leave=False)
+    while not server.done.triggered:
+        if env.peek() == math.inf:
+            raise SimulationError(f"scheme {cfg.scheme!r}: simulation stalled at t={env.now:.3f}s "
+                                  "(the server waits for a message nobody will send)")
+        env.step()
+        while recorder.snapshots:
+            rnd, wire = recorder.snapshots.popleft()
+            if rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0:
+                continue
+            h0 = time.perf_counter()
+            model.load_state_dict({k: v.to(device) for k, v in eval_domain.from_wire(wire).items()},
+                                  strict=False)
+            acc, loss = evaluate(model, x_test, y_test)
+            evals[rnd] = (acc, loss, time.perf_counter() - h0)
+            if rnd:
+                bar.update(1)
+                bar.set_postfix(acc=f"{acc:.3f}", sim_t=f"{env.now:.1f}s")
+    bar.close()
+    return evals
+
+
+def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, parts, info) -> RunResult:
+    ident = {"scheme": cfg.scheme, "seed": cfg.seed}
+    rounds = pd.DataFrame(recorder.rounds)
+    rounds = rounds.join(recorder.bytes_by_round(), on="round").fillna(
+        {"bytes_down": 0, "bytes_up": 0, "bytes_keys": 0})
+    for col in ("bytes_down", "bytes_up", "bytes_keys"):
+        rounds[col] = rounds[col].astype("int64")
+    rounds["test_accuracy"] = rounds["round"].map(lambda r: evals.get(r, (np.nan,) * 3)[0])
+    rounds["test_loss"] = rounds["round"].map(lambda r: evals.get(r, (np.nan,) * 3)[1])
+    rounds["eval_host_seconds"] = rounds["round"].map(lambda r: evals.get(r, (np.nan,) * 3)[2])
+    rounds = rounds.assign(**ident)
+    order = ["scheme", "seed", "round", "sim_time_start", "sim_time_end", "n_selected",
+             "n_completed", "n_dropped", "bytes_down", "bytes_up", "bytes_keys", "test_accuracy",
+             "test_loss", "host_seconds"]
+    rounds = rounds[order + [c for c in rounds.columns if c not in order]]
+
+    clients = pd.DataFrame(recorder.clients)
+    if len(clients):
+        used = recorder.aggregated
+        clients["status"] = [
+            s if s != "uploaded" else ("aggregated" if (r, c) in used else "discarded")
+            for s, r, c in zip(clients["status"], clients["round"], clients["client"])]
+        clients = clients.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
+    clients = clients.assign(**ident)
+    messages = recorder.messages_frame().assign(**ident)
+    hist = class_histogram(data.y_train.numpy(), parts, data.num_classes).assign(**ident)
+    return RunResult(cfg, rounds, clients, messages, hist, info)

@@ -1,0 +1,134 @@
+"""The client process: receive the global model, train locally, encode and upload the update."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import simpy
+import torch
+from torch import nn
+
+from fedsim.codecs.base import UpdateCodec
+from fedsim.domain import WeightDomain
+from fedsim.message import Message
+from fedsim.nodes.availability import Availability
+from fedsim.nodes.router import Router
+from fedsim.recorder import Recorder
+from fedsim.rng import seed_for, torch_generator
+from fedsim.training import batch_schedule, train_local
+from fedsim.wire import pack_vector, unpack_vector
+
+
+@dataclass(frozen=True)
+class LocalWork:
+    """Local-training settings shared by all clients of a run."""
+
+    epochs: int | None
+    steps: int | None
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+@dataclass
+class SharedLearner:
+    """The one model object and the device-resident training data that all clients reuse."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    train_flops_per_sample: float
+
+
+@dataclass(frozen=True)
+class ComputeModel:
+    """Simulated compute time of one client: FLOPs / speed, or host seconds x scale."""
+
+    timing: str  # "flops" | "measured"
+    flops_per_s: float
+    measured_scale: float
+
+    def seconds(self, flops: float, host_s: float) -> float:
+        return flops / self.flops_per_s if self.timing == "flops" else host_s * self.measured_scale
+
+
+class Client:
+    """One FL client: a SimPy process that owns its data indices, keys and random streams."""
+
+    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, cid: int,
+                 indices: torch.Tensor, learner: SharedLearner, work: LocalWork,
+                 compute: ComputeModel, codec: UpdateCodec, availability: Availability,
+                 recorder: Recorder, seed: int, domain: WeightDomain | None,
+                 domain_from_key: Callable[[bytes], WeightDomain] | None = None,
+                 initial_state: dict[str, torch.Tensor] | None = None):
+        self.env, self.router, self.inbox, self.cid = env, router, inbox, cid
+        self.name = f"client/{cid}"
+        self.indices, self.learner, self.work, self.compute = indices, learner, work, compute
+        self.codec, self.availability, self.recorder, self.seed = codec, availability, recorder, seed
+        self.domain = domain
+        self._domain_from_key = domain_from_key
+        self._initial_state = initial_state  # set on the client that initialises the model
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
+
+    def run(self):
+        """Fetch keys if the scheme needs them, send the initial model if asked, then serve rounds."""
+        if self._domain_from_key is not None:
+            self.router.send(Message("key_request", self.name, "key_agent", 0, b"KREQ" + self.cid.to_bytes(4, "little")))
+            key = yield from self._next(lambda m: m.kind == "key")
+            self.domain = self._domain_from_key(key.payload)
+        if self._initial_state is not None:
+            wire = self.domain.to_wire(self._initial_state)
+            self.router.send(Message("model_init", self.name, "server", 0, pack_vector(wire)))
+            self._initial_state = None
+        while True:
+            msg = yield from self._next(lambda m: m.kind == "model_down")
+            yield from self._round(msg)
+
+    def _next(self, accept):
+        while True:
+            msg = yield self.inbox.get()
+            if accept(msg):
+                return msg
+
+    def _round(self, msg: Message):
+        rnd = msg.round
+        t_recv = self.env.now
+        row = {"round": rnd, "client": self.cid, "download_s": t_recv - msg.meta["t_send"],
+               "bytes_down": msg.nbytes, "t_start": msg.meta["t_send"]}
+        h0 = time.perf_counter()
+        global_wire = unpack_vector(msg.payload)
+        model = self.learner.model
+        model.load_state_dict(self.domain.from_wire(global_wire), strict=False)
+        batches = batch_schedule(self.num_samples, batch_size=self.work.batch_size,
+                                 epochs=self.work.epochs, steps=self.work.steps,
+                                 generator=torch_generator(self.seed, "client", self.cid, "batches", rnd))
+        batches = [self.indices[b] for b in batches]
+        result = train_local(model, self.learner.x, self.learner.y, batches, lr=self.work.lr,
+                             momentum=self.work.momentum, weight_decay=self.work.weight_decay)
+        host_train = time.perf_counter() - h0
+        # The model object is shared by all clients: take this client's update out of it now,
+        # before the simulated compute time lets another client train on it.
+        h1 = time.perf_counter()
+        delta = self.domain.to_wire(model.state_dict()) - global_wire
+        encoded = self.codec.encode(delta, seed=seed_for(self.seed, "client", self.cid, "codec", rnd),
+                                    slot=msg.meta.get("slot", 0))
+        row["host_encode_s"] = time.perf_counter() - h1
+        compute_s = self.compute.seconds(result.samples * self.learner.train_flops_per_sample, host_train)
+        row.update(compute_s=compute_s, samples=result.samples, steps=result.steps,
+                   train_loss=result.mean_loss, host_train_s=host_train)
+        yield self.env.timeout(compute_s)
+        if self.availability.drops_out(self.cid, rnd):
+            self.router.signal(Message("dropout", self.name, "server", rnd, b""))
+            self.recorder.clients.append({**row, "status": "dropout", "upload_s": float("nan"),
+                                          "bytes_up": 0})
+            return
+        t_up = self.env.now
+        yield self.router.send(Message("update_up", self.name, "server", rnd, encoded.payload))
+        self.recorder.clients.append({**row, **encoded.metrics, "status": "uploaded",
+                                      "upload_s": self.env.now - t_up, "bytes_up": len(encoded.payload)})

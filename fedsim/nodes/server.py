@@ -1,0 +1,146 @@
+"""The server process: selects clients, broadcasts the global model, aggregates updates."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import simpy
+import torch
+
+from fedsim.codecs.base import UpdateCodec
+from fedsim.message import Message
+from fedsim.nodes.availability import Availability
+from fedsim.nodes.router import Router
+from fedsim.recorder import Recorder
+from fedsim.rng import numpy_rng
+from fedsim.wire import pack_vector, unpack_vector
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server's protocol parameters (from the run config)."""
+
+    rounds: int
+    clients_per_round: int  # m: updates the server waits for
+    overcommit: float  # selects ceil(m * overcommit) clients, keeps the first m updates
+    deadline_s: float | None  # simulated seconds after dispatch; later updates are dropped
+    weighting: str  # "samples" (FedAvg) or "uniform" (FedPAQ)
+    time_budget_s: float | None  # no round starts after this simulated time
+    seed: int
+
+
+def client_name(cid: int) -> str:
+    return f"client/{cid}"
+
+
+class Server:
+    """A synchronous FL server holding the global model as a flat wire-domain vector.
+
+    Notes
+    -----
+    The server never holds key material: it sees only wire vectors and codec payloads, and it
+    does not evaluate the model (the engine does, outside the protocol).
+    """
+
+    name = "server"
+
+    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, codec: UpdateCodec,
+                 settings: ServerSettings, sample_counts: dict[int, int], availability: Availability,
+                 recorder: Recorder, initial: torch.Tensor | None, numel: int):
+        self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
+        self.settings, self.sample_counts = settings, sample_counts
+        self.availability, self.recorder = availability, recorder
+        self.global_wire = initial
+        self.numel = numel
+        self._rng = numpy_rng(settings.seed, "server", "selection")
+        self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
+        self._set_up: set[int] = set()
+        self.done = env.event()
+
+    def select(self, rnd: int) -> list[int]:
+        """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
+        online = [c for c in sorted(self.sample_counts) if self.availability.available(c, rnd)]
+        k = min(math.ceil(self.settings.clients_per_round * self.settings.overcommit - 1e-9), len(online))
+        chosen = self._rng.choice(len(online), size=k, replace=False) if k else []
+        return sorted(online[i] for i in chosen)
+
+    def run(self):
+        """Set-up (wait for a client-initialised model if needed), then one loop per round."""
+        t0, h0 = self.env.now, time.perf_counter()
+        if self.global_wire is None:
+            msg = yield from self._next_message(lambda m: m.kind == "model_init")
+            self.global_wire = unpack_vector(msg.payload)
+        self._finish_round(0, t0, h0, [], [], 0, 0, 0)
+        yield self.env.timeout(0)  # let the engine evaluate before the next round starts
+        for rnd in range(1, self.settings.rounds + 1):
+            if self.settings.time_budget_s is not None and self.env.now >= self.settings.time_budget_s:
+                break
+            yield from self._round(rnd)
+            yield self.env.timeout(0)
+        self.done.succeed()
+
+    def _round(self, rnd: int):
+        t_start, h_start = self.env.now, time.perf_counter()
+        selected = self.select(rnd)
+        payload = pack_vector(self.global_wire)
+        for slot, cid in enumerate(selected):
+            if self._setup_payload is not None and cid not in self._set_up:
+                self._set_up.add(cid)
+                self.router.send(Message("codec_setup", self.name, client_name(cid), rnd,
+                                         self._setup_payload))
+            self.router.send(Message("model_down", self.name, client_name(cid), rnd, payload,
+                                     meta={"slot": slot}))
+        waiting = {client_name(c) for c in selected}
+        m = min(self.settings.clients_per_round, len(selected))
+        accepted: list[Message] = []
+        n_dropout = 0
+        deadline = (self.env.timeout(self.settings.deadline_s)
+                    if self.settings.deadline_s is not None else None)
+        while waiting and len(accepted) < m:
+            get = self.inbox.get()
+            if deadline is not None:
+                yield get | deadline
+                if not get.triggered:
+                    get.cancel()
+                    break
+            else:
+                yield get
+            msg = get.value
+            if msg.round != rnd or msg.src not in waiting:
+                continue  # a straggler from an earlier round: dropped
+            waiting.discard(msg.src)
+            if msg.kind == "dropout":
+                n_dropout += 1
+            elif msg.kind == "update_up":
+                accepted.append(msg)
+        if accepted:
+            cids = [int(msg.src.split("/")[1]) for msg in accepted]
+            self.recorder.aggregated.update((rnd, c) for c in cids)
+            raw = [float(self.sample_counts[c]) if self.settings.weighting == "samples" else 1.0
+                   for c in cids]
+            weights = [w / sum(raw) for w in raw]
+            delta = self.codec.aggregate([msg.payload for msg in accepted], weights,
+                                         list(range(len(accepted))), numel=self.numel)
+            self.global_wire = self.global_wire + delta
+        self._finish_round(rnd, t_start, h_start, selected, accepted, n_dropout,
+                           n_late=len(waiting) if len(accepted) < m else 0,
+                           n_surplus=len(selected) - len(accepted) - n_dropout - (
+                               len(waiting) if len(accepted) < m else 0))
+
+    def _next_message(self, accept):
+        while True:
+            msg = yield self.inbox.get()
+            if accept(msg):
+                return msg
+
+    def _finish_round(self, rnd: int, t_start: float, h_start: float, selected: list[int],
+                      accepted: list[Message], n_dropout: int, n_late: int, n_surplus: int) -> None:
+        self.recorder.rounds.append({
+            "round": rnd, "sim_time_start": t_start, "sim_time_end": self.env.now,
+            "n_selected": len(selected), "n_completed": len(accepted),
+            "n_dropped": len(selected) - len(accepted), "n_dropout": n_dropout, "n_late": n_late,
+            "n_surplus": n_surplus, "host_seconds": time.perf_counter() - h_start,
+        })
+        self.recorder.snapshots.append((rnd, self.global_wire.clone()))
