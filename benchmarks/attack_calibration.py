@@ -23,9 +23,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "attacks")]
 
-from fedsim.attacks import DLG, IDLG, Defence, GaussianNoise, dlg_attack, gradient_trial  # noqa: E402
-from fedsim.attacks import save_reconstruction_grid  # noqa: E402
-from support import lenet, mnist_digits  # noqa: E402
+from support import lenet, mnist_digits
+
+from fedsim.attacks import (
+    DLG,
+    IDLG,
+    Defence,
+    GaussianNoise,
+    dlg_attack,
+    gradient_trial,
+    save_reconstruction_grid,
+)
 
 
 def digit_index(seed: int) -> int:
@@ -43,10 +51,17 @@ def calibrate(
     rows = []
     for seed in range(seeds):
         i = digit_index(seed)
-        result, metrics, row = gradient_trial(
-            lenet(seed), torch.tensor(images[i : i + 1]), torch.tensor(labels[i : i + 1]),
-            dlg_attack, config, seed, num_classes=10, defence=defence,
-            mean_image=mean_image, dtype=dtype,
+        result, _, row = gradient_trial(
+            lenet(seed),
+            torch.tensor(images[i : i + 1]),
+            torch.tensor(labels[i : i + 1]),
+            dlg_attack,
+            config,
+            seed,
+            num_classes=10,
+            defence=defence,
+            mean_image=mean_image,
+            dtype=dtype,
         )
         row["reconstruction01"] = result.reconstruction.clamp(0, 1)
         row["original01"] = torch.tensor(images[i : i + 1])
@@ -84,7 +99,9 @@ def main() -> None:
         if args.png is not None and variance == args.noise[0]:
             save_reconstruction_grid(
                 torch.cat([r["original01"] for r in rows]),
-                torch.cat([r["reconstruction01"] for r in rows]), args.png, psnrs.tolist(),
+                torch.cat([r["reconstruction01"] for r in rows]),
+                args.png,
+                psnrs.tolist(),
             )
 
 

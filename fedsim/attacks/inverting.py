@@ -94,7 +94,8 @@ def _trial(
     lower, upper = observation.normalization.bounds(x.detach())
     optimizer = torch.optim.Adam([x], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(milestones(config.iterations)) if config.lr_decay else [],
+        optimizer,
+        milestones=list(milestones(config.iterations)) if config.lr_decay else [],
         gamma=0.1,
     )
     trace: list[float] = []

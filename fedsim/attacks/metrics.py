@@ -43,7 +43,12 @@ def ssim(reconstruction: Tensor, target: Tensor) -> np.ndarray:
     for r, t in zip(rec.numpy(), tgt.numpy(), strict=True):
         values.append(
             structural_similarity(
-                r, t, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                r,
+                t,
+                channel_axis=0,
+                data_range=1.0,
+                gaussian_weights=True,
+                sigma=1.5,
                 use_sample_covariance=False,
             )
         )
@@ -65,7 +70,9 @@ def lpips_distance(reconstruction: Tensor, target: Tensor) -> tuple[np.ndarray, 
     except Exception as error:  # noqa: BLE001 - any failure means "not available"
         return nan, f"LPIPS unavailable: {type(error).__name__}: {error}"
     if rec.shape[-1] < 32:
-        rec, tgt = (torch.nn.functional.interpolate(t, size=64, mode="bilinear") for t in (rec, tgt))
+        rec, tgt = (
+            torch.nn.functional.interpolate(t, size=64, mode="bilinear") for t in (rec, tgt)
+        )
     if rec.shape[1] == 1:
         rec, tgt = rec.repeat(1, 3, 1, 1), tgt.repeat(1, 3, 1, 1)
     with torch.no_grad():

@@ -26,7 +26,7 @@ def gradient_trial(
     seed: int,
     *,
     num_classes: int,
-    normalization: Normalization = Normalization(),
+    normalization: Normalization | None = None,
     defence: Defence | None = None,
     mean_image: Tensor | None = None,
     dtype: torch.dtype = torch.float64,
@@ -46,7 +46,7 @@ def gradient_trial(
     num_classes
         Number of model outputs.
     normalization
-        Input normalization the model was trained with.
+        Input normalization the model was trained with (None: identity).
     defence
         Transform applied to the observed gradient before the attack (seeded with ``seed``).
     mean_image
@@ -59,6 +59,7 @@ def gradient_trial(
     tuple
         The attack result, its metrics, and a flat result row.
     """
+    normalization = normalization or Normalization()
     fm = GradientForwardModel(model, dtype=dtype)
     inputs = normalization.normalize(images01.to(dtype))
     target = observe(fm, inputs, labels)
@@ -68,8 +69,9 @@ def gradient_trial(
     observation = Observation(target, fm, tuple(inputs.shape), num_classes, normalization)
     known = labels if getattr(config, "label_strategy", "") == "known" else None
     result = attack(observation, config, seed=seed, labels=known)
-    metrics = evaluate(result.reconstruction, inputs, normalization, result.labels, labels,
-                       mean_image)
+    metrics = evaluate(
+        result.reconstruction, inputs, normalization, result.labels, labels, mean_image
+    )
     row = {
         "scheme": "fedsgd",
         "adversary": "S",

@@ -1,6 +1,7 @@
 """DLG/iDLG on real MNIST digits through an untrained sigmoid LeNet-Zhu."""
 
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from fedsim.attacks import DLG, IDLG, GaussianNoise, Observation, dlg_attack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from attack_calibration import calibrate  # noqa: E402
+from attack_calibration import calibrate
 
 
 def test_observation_carries_no_labels():
@@ -53,7 +54,7 @@ def test_noise_defence_is_monotone():
         rows = calibrate("idlg", 5, torch.float64, GaussianNoise(variance) if variance else None)
         medians.append(float(np.median([r["psnr_mean_db"] for r in rows])))
     print("median PSNR (dB) by noise variance:", medians)
-    assert all(b <= a + 1.0 for a, b in zip(medians, medians[1:])), medians
+    assert all(b <= a + 1.0 for a, b in itertools.pairwise(medians)), medians
 
 
 class QsgdRoundTrip:
@@ -85,4 +86,4 @@ def test_qsgd_defence_is_monotone():
         medians.append(float(np.median([r["psnr_mean_db"] for r in rows])))
         errors.append(float(np.median([r["observation_rel_error"] for r in rows])))
     print("median PSNR (dB) unquantized/255/15/1:", medians, "relative error:", errors)
-    assert all(b <= a + 1.0 for a, b in zip(medians, medians[1:])), medians
+    assert all(b <= a + 1.0 for a, b in itertools.pairwise(medians)), medians

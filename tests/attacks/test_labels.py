@@ -10,7 +10,11 @@ def _observation(seed: int, batch: int, distinct: bool) -> tuple[Observation, to
     gen = torch.Generator().manual_seed(seed)
     images, _ = mnist_digits()
     idx = torch.randint(len(images), (batch,), generator=gen)
-    labels = torch.randperm(10, generator=gen)[:batch] if distinct else torch.randint(10, (batch,), generator=gen)
+    labels = (
+        torch.randperm(10, generator=gen)[:batch]
+        if distinct
+        else torch.randint(10, (batch,), generator=gen)
+    )
     fm = GradientForwardModel(lenet(seed), dtype=torch.float32)
     x = torch.tensor(images[idx.numpy()], dtype=torch.float32)
     return Observation(observe(fm, x, labels), fm, tuple(x.shape), 10), labels

@@ -16,7 +16,9 @@ def test_psnr_of_identical_images_is_inf():
 
 
 def test_psnr_with_mse_1e2_is_20_db():
-    x = 0.9 * torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = 0.9 * torch.rand(
+        3, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     y = x + 0.1  # stays inside [0, 1], so clamping does not change the MSE of exactly 1e-2
     np.testing.assert_allclose(psnr(y, x), 20.0, atol=1e-3)
 
@@ -33,8 +35,13 @@ def test_ssim_matches_scikit_image(channels):
         a = torch.rand(1, channels, 28, 28, generator=gen, dtype=torch.float64)
         b = (a + 0.2 * torch.randn(a.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
         ref = structural_similarity(
-            a[0].permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy(), channel_axis=-1,
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+            a[0].permute(1, 2, 0).numpy(),
+            b[0].permute(1, 2, 0).numpy(),
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
         )
         assert abs(ssim(a, b)[0] - ref) < 1e-3
         assert abs(ssim(a, a)[0] - 1.0) < 1e-6
@@ -60,8 +67,14 @@ def test_evaluate_denormalizes_and_reports_baselines():
     norm = Normalization(mean=(0.5,), std=(0.25,))
     target01 = torch.full((2, 1, 16, 16), 0.5)
     mean_image = torch.full((1, 16, 16), 0.4)
-    metrics = evaluate(norm.normalize(target01), norm.normalize(target01), norm,
-                       torch.tensor([0, 1]), torch.tensor([0, 1]), mean_image)
+    metrics = evaluate(
+        norm.normalize(target01),
+        norm.normalize(target01),
+        norm,
+        torch.tensor([0, 1]),
+        torch.tensor([0, 1]),
+        mean_image,
+    )
     np.testing.assert_allclose(metrics.zero_image_psnr_db, -10 * np.log10(0.25))
     np.testing.assert_allclose(metrics.mean_image_psnr_db, 20.0, atol=1e-3)
     assert np.all(np.isinf(metrics.psnr_db))
