@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
+
+import torch
 from pathlib import Path
 
 from fedsim.data import DataError
@@ -24,6 +28,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--scheme", action="append", default=[],
                    help="run only this scheme (repeatable)")
+    p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,11 +57,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules that add a subcommand: each defines ``register(subparsers)``, which adds a parser
+#: whose ``func`` default takes the parsed arguments and returns an exit status.
+SUBCOMMAND_MODULES = ("fedsim.sweep.cli", "analysis.cli", "fedsim.enn.cli", "fedsim.attacks.cli")
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Argument errors as one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedsim", description=__doc__)
+    parser = _OneLineErrors(prog="fedsim", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("FEDSIM_THREADS", "1")),
+                        help="PyTorch CPU threads (default 1, or $FEDSIM_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of fedsim is not installed in this checkout
+            raise
+        module.register(sub)
     return parser
 
 
@@ -68,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": cmd_run}
+    if args.threads < 1:
+        print("fedsim: error: --threads must be >= 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    torch.set_num_threads(args.threads)
     try:
-        return handlers[args.command](args)
+        return args.func(args)
     except (ScenarioError, DataError) as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
