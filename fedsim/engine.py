@@ -98,8 +98,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     link_rng = numpy_rng(cfg.seed, "network", "links")
     ups = draw(net.clients.uplink_bps, n, link_rng)
     downs = draw(net.clients.downlink_bps, n, link_rng)
-    lats = draw(net.clients.latency_s, n, link_rng) if not isinstance(net.clients.latency_s, (int, float)) \
-        else np.full(n, float(net.clients.latency_s))
+    lats = draw(net.clients.latency_s, n, link_rng)
     speeds = device_speeds(cfg.compute.device, cfg.compute.flops_per_s, n,
                            numpy_rng(cfg.seed, "devices"))
 
