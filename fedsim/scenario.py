@@ -3,6 +3,9 @@
 A scenario file holds the fields of :class:`fedsim.config.RunConfig` (the shared base) plus
 ``name``, ``description`` and ``schemes``: a mapping from scheme name to the keys that scheme
 changes. Every scheme runs on the same seed, data partition and network unless it overrides them.
+Two more meta keys are read by other front ends and only shape-checked here: ``sweep`` (``grid``
+and ``zip`` mappings from a dotted key to a list of values; see :mod:`fedsim.sweep`) and
+``reference`` (published numbers shown beside fedsim's by :mod:`analysis`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pydantic import ValidationError
 
 from fedsim.config import RunConfig
 
-_META_KEYS = ("name", "description", "schemes")
+_META_KEYS = ("name", "description", "schemes", "sweep", "reference")
 _SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
 
@@ -110,6 +113,9 @@ def build_scenario(doc: dict[str, Any], src: str) -> Scenario:
     if not isinstance(name, str) or not name:
         raise ScenarioError(f"{src}: name: must be a non-empty string")
     description = doc.get("description", "")
+    check_sweep(doc.get("sweep"), src)
+    if not isinstance(doc.get("reference", {}), dict):
+        raise ScenarioError(f"{src}: reference: must be a mapping")
     schemes = doc.get("schemes") or {"fedavg": {}}
     if not isinstance(schemes, dict):
         raise ScenarioError(f"{src}: schemes: must be a mapping from scheme name to overrides")
@@ -133,6 +139,38 @@ def build_scenario(doc: dict[str, Any], src: str) -> Scenario:
         resolved[scheme] = run.model_dump(mode="json")
     return Scenario(name, description, src, runs,
                     {"name": name, "description": description, "runs": resolved})
+
+
+def check_sweep(sweep: Any, src: str) -> None:
+    """Check the shape of a ``sweep:`` block (values are validated per run when it expands).
+
+    ``grid`` and ``zip`` map dotted keys to non-empty lists; ``zip`` lists have equal lengths.
+    """
+    if sweep is None:
+        return
+    if not isinstance(sweep, dict):
+        raise ScenarioError(f"{src}: sweep: must be a mapping with grid and/or zip")
+    for part in sweep:
+        if part not in ("grid", "zip"):
+            raise ScenarioError(f"{src}: sweep.{part}: unknown key (use grid and zip)")
+    lengths = {}
+    for part in ("grid", "zip"):
+        block = sweep.get(part) or {}
+        if not isinstance(block, dict):
+            raise ScenarioError(f"{src}: sweep.{part}: must map dotted keys to lists of values")
+        for key, values in block.items():
+            if not isinstance(key, str) or key in _META_KEYS or not key:
+                raise ScenarioError(f"{src}: sweep.{part}.{key}: cannot sweep this key")
+            if not isinstance(values, list) or not values:
+                raise ScenarioError(f"{src}: sweep.{part}.{key}: must be a non-empty list")
+            if part == "zip":
+                lengths[key] = len(values)
+        both = set(block) & set((sweep.get("grid") or {}) if part == "zip" else {})
+        if both:
+            raise ScenarioError(f"{src}: sweep.zip.{sorted(both)[0]}: also in sweep.grid")
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ScenarioError(f"{src}: sweep.zip: lists must have equal lengths ({desc})")
 
 
 def _describe(exc: ValidationError, src: str, merged: dict, override: dict, scheme: str) -> str:
