@@ -189,8 +189,16 @@ class EnnCodecConfig(Strict):
     chunk: PosInt = 64
     residual_blocks: Annotated[int, Field(ge=0)] = 3
     scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
-    scale: PosFloat = 1.0
+    encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
+    decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
+    scale: PosFloat = 1.0  # one factor common to every client, applied before encoding
     pretrain: EnnPretrainConfig = EnnPretrainConfig()
+
+    @model_validator(mode="after")
+    def _divisible(self) -> EnnCodecConfig:
+        if self.chunk % self.ratio:
+            raise ValueError(f"chunk ({self.chunk}) must be divisible by ratio ({self.ratio})")
+        return self
 
 
 CodecConfig = Annotated[

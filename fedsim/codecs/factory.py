@@ -20,6 +20,7 @@ def make_codec(cfg: CodecConfig, *, slots: int) -> UpdateCodec:
 
         return EnnCodec.from_args(
             scale=cfg.scale, n=cfg.chunk, ratio=cfg.ratio, slots=slots,
-            residual_blocks=cfg.residual_blocks, scheme=cfg.scheme, steps=cfg.pretrain.steps,
+            residual_blocks=cfg.residual_blocks, scheme=cfg.scheme,
+            encoder_hidden=cfg.encoder_hidden, decoder_width=cfg.decoder_width, steps=cfg.pretrain.steps,
             batch=cfg.pretrain.batch_size, lr=cfg.pretrain.lr, seed=cfg.pretrain.seed)
     raise TypeError(f"no codec for {cfg!r}")
