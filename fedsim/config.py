@@ -223,6 +223,74 @@ EncryptionConfig = Annotated[
 ]
 
 
+# -- attacks -------------------------------------------------------------------------------------
+class EavesdropperConfig(Strict):
+    """Sees every message that crosses one of ``links`` (e.g. ``client/0:up``, ``server:ingress``)."""
+
+    kind: Literal["eavesdropper"]
+    links: Annotated[list[str], Field(min_length=1)]
+
+
+class ServerAdversaryConfig(Strict):
+    """``server``: everything sent to or by the server; ``adaptive_server``: also uses scheme
+    parameters (e.g. every ENN isolation); ``key_agent``: a compromised key agent colluding
+    with the server (holds the KeyNet keys)."""
+
+    kind: Literal["server", "adaptive_server", "key_agent"]
+
+
+AdversaryConfig = Annotated[
+    Union[EavesdropperConfig, ServerAdversaryConfig], Field(discriminator="kind")
+]
+
+
+class DlgSettings(Strict):
+    """DLG/iDLG hyperparameters (L-BFGS), pinned and recorded in every result row."""
+
+    outer_steps: PosInt = 300
+    lr: PosFloat = 1.0
+    max_iter: PosInt = 20
+    history_size: PosInt = 100
+    tolerance_grad: Annotated[float, Field(ge=0)] = 1e-7
+    tolerance_change: Annotated[float, Field(ge=0)] = 1e-9
+    stop_loss: Annotated[float, Field(ge=0)] | None = 1e-6
+
+
+class IgSettings(Strict):
+    """Inverting Gradients hyperparameters (signed Adam, cosine), pinned and recorded."""
+
+    iterations: PosInt = 4800
+    lr: PosFloat = 0.1
+    signed: bool = True
+    boxed: bool = True
+    tv_weight: Annotated[float, Field(ge=0)] = 1e-2
+    restarts: PosInt = 1
+    lr_decay: bool = True
+
+
+class AttackConfig(Strict):
+    """Gradient-inversion adversaries inside the simulation (results in the ``attacks`` table).
+
+    ``mode: friendly`` makes each targeted client's targeted round one SGD step on
+    ``batch_size`` images (as in the papers); ``real`` attacks the client's real local training
+    by unrolling it (lr, steps and batching order assumed known).
+    """
+
+    adversaries: Annotated[list[AdversaryConfig], Field(min_length=1)]
+    rounds: Annotated[list[PosInt], Field(min_length=1)] = [1]
+    clients: list[Annotated[int, Field(ge=0)]] | None = None
+    max_targets: PosInt = 20
+    mode: Literal["friendly", "real"] = "real"
+    batch_size: Annotated[int, Field(ge=1, le=8)] = 1
+    method: Literal["idlg", "dlg", "ig"] = "idlg"
+    labels: Literal["infer", "known"] = "infer"
+    dlg: DlgSettings = DlgSettings()
+    ig: IgSettings = IgSettings()
+    enn_isolation: Annotated[list[Literal["zero", "silent", "loo"]], Field(min_length=1)] = [
+        "zero", "silent", "loo"]
+    grid_images: Annotated[int, Field(ge=0)] = 8
+
+
 class RunConfig(Strict):
     """Everything one simulation run needs: one scheme on one seed."""
 
@@ -241,6 +309,7 @@ class RunConfig(Strict):
     compute: ComputeConfig = ComputeConfig()
     codec: CodecConfig = IdentityCodecConfig()
     encryption: EncryptionConfig = NoEncryptionConfig()
+    attack: AttackConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -250,6 +319,9 @@ class RunConfig(Strict):
                 f"selection.clients_per_round ({self.selection.clients_per_round}) exceeds "
                 f"data.num_clients ({n})"
             )
+        if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
+            raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "
+                             "cannot be decoded one by one before encryption")
         return self
 
     def clients_per_round(self) -> int:
