@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -156,6 +156,15 @@ class ComputeConfig(Strict):
     device: str | None = "phone_midrange"
     flops_per_s: PerClient | None = None
     measured_scale: PosFloat = 1.0
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str | None) -> str | None:
+        from fedsim.devices import DEVICE_PROFILES  # lazy: fedsim.devices imports this module
+
+        if device is not None and device not in DEVICE_PROFILES:
+            raise ValueError(f"unknown device profile; known: {', '.join(DEVICE_PROFILES)}")
+        return device
 
     @model_validator(mode="after")
     def _one_speed(self) -> ComputeConfig:
