@@ -176,14 +176,18 @@ def check_sweep(sweep: Any, src: str) -> None:
 def _describe(exc: ValidationError, src: str, merged: dict, override: dict, scheme: str) -> str:
     err = exc.errors()[0]
     path = _input_path(err["loc"], merged, err["type"])
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # e.g. codec.kind
+        path.append(err["ctx"]["discriminator"].strip("'"))
     dotted = ".".join(str(p) for p in path) or "(top level)"
     if _has_path(override, path):
         dotted = f"schemes.{scheme}.{dotted}"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif err["type"] == "missing":
+    elif err["type"] in ("missing", "union_tag_not_found"):
         msg = "required key is missing"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"unknown kind {err['ctx']['tag']!r}; expected one of {err['ctx']['expected_tags']}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(err.get("input"), dict) \
