@@ -47,7 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("scenario %s: %d scheme(s) -> %s", scenario.name, len(runs), out)
     results = []
     for cfg in runs:
-        results.append(run(cfg, progress=not args.quiet))
+        try:
+            results.append(run(cfg, progress=not args.quiet))
+        except DataError as exc:  # name the scenario file and section, as for config errors
+            raise DataError(f"{args.scenario}: data: {exc}") from None
         if not args.quiet:
             print(format_summary(summary(results[-1:])).splitlines()[-1], file=sys.stderr)
     write_results(out, scenario.resolved, results)
