@@ -38,6 +38,15 @@ class WeightDomain(ABC):
     def numel(self) -> int:
         """Length of the wire vector."""
 
+    @property
+    def crypto_flops(self) -> tuple[float, float]:
+        """FLOPs of one (``to_wire``, ``from_wire``) spent on encryption (0 when unencrypted)."""
+        return 0.0, 0.0
+
+    def encrypt_delta(self, plain_delta: torch.Tensor) -> torch.Tensor:
+        """Wire-domain image of a flat plaintext update (identity for unencrypted domains)."""
+        return plain_delta
+
 
 class PlainDomain(WeightDomain):
     """The identity domain: float entries concatenated in state-dict order."""
