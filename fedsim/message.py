@@ -10,6 +10,7 @@ KINDS = (
     "model_down",  # server -> client: global model (wire domain), float32
     "update_up",  # client -> server: encoded model update
     "model_init",  # client -> server: initial (encrypted) model, when a client initialises
+    "init_plain",  # server -> client: plaintext initial model (KeyNet with init_by: server)
     "codec_setup",  # server -> client: codec state a client needs once (e.g. the ENN encoder)
     "key_request",  # client -> key agent
     "key",  # key agent -> client

@@ -48,7 +48,8 @@ class Server:
 
     def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, codec: UpdateCodec,
                  settings: ServerSettings, sample_counts: dict[int, int], availability: Availability,
-                 recorder: Recorder, initial: torch.Tensor | None, numel: int):
+                 recorder: Recorder, initial: torch.Tensor | None, numel: int,
+                 init_broadcast: bytes | None = None):
         self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
         self.settings, self.sample_counts = settings, sample_counts
         self.availability, self.recorder = availability, recorder
@@ -58,6 +59,7 @@ class Server:
         self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
         self._set_up: set[int] = set()
         self.done = env.event()
+        self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
@@ -69,6 +71,10 @@ class Server:
     def run(self):
         """Set-up (wait for a client-initialised model if needed), then one loop per round."""
         t0, h0 = self.env.now, time.perf_counter()
+        if self._init_broadcast is not None:
+            for cid in sorted(self.sample_counts):
+                self.router.send(Message("init_plain", self.name, client_name(cid), 0,
+                                         self._init_broadcast))
         if self.global_wire is None:
             msg = yield from self._next_message(lambda m: m.kind == "model_init")
             self.global_wire = unpack_vector(msg.payload)
