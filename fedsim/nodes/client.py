@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from fedsim.codecs.base import UpdateCodec
-from fedsim.domain import WeightDomain
+from fedsim.domain import PlainDomain, WeightDomain
 from fedsim.message import Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
@@ -62,8 +63,9 @@ class Client:
                  indices: torch.Tensor, learner: SharedLearner, work: LocalWork,
                  compute: ComputeModel, codec: UpdateCodec, availability: Availability,
                  recorder: Recorder, seed: int, domain: WeightDomain | None,
-                 domain_from_key: Callable[[bytes], WeightDomain] | None = None,
-                 initial_state: dict[str, torch.Tensor] | None = None):
+                 domain_from_key: Callable[[bytes, bytes | None], WeightDomain] | None = None,
+                 initial_state: dict[str, torch.Tensor] | None = None, await_init: bool = False,
+                 pre_codec: UpdateCodec | None = None):
         self.env, self.router, self.inbox, self.cid = env, router, inbox, cid
         self.name = f"client/{cid}"
         self.indices, self.learner, self.work, self.compute = indices, learner, work, compute
@@ -71,6 +73,10 @@ class Client:
         self.domain = domain
         self._domain_from_key = domain_from_key
         self._initial_state = initial_state  # set on the client that initialises the model
+        self._await_init = await_init  # the server sends a plaintext initial model (init_plain)
+        # lossy codec run on the plaintext update before encryption (KeyNet + QSGD)
+        self.pre_codec = pre_codec
+        self._held: deque[Message] = deque()  # round messages that arrived during set-up
 
     @property
     def num_samples(self) -> int:
@@ -80,21 +86,34 @@ class Client:
         """Fetch keys if the scheme needs them, send the initial model if asked, then serve rounds."""
         if self._domain_from_key is not None:
             self.router.send(Message("key_request", self.name, "key_agent", 0, b"KREQ" + self.cid.to_bytes(4, "little")))
-            key = yield from self._next(lambda m: m.kind == "key")
-            self.domain = self._domain_from_key(key.payload)
+            key = yield from self._next(lambda m: m.kind == "key", hold=True)
+            init = (yield from self._next(lambda m: m.kind == "init_plain", hold=True)) \
+                if self._await_init else None
+            self.domain = self._domain_from_key(key.payload, init.payload if init else None)
         if self._initial_state is not None:
+            h0 = time.perf_counter()
             wire = self.domain.to_wire(self._initial_state)
+            if self.domain.crypto_flops[0]:
+                yield self.env.timeout(self.compute.seconds(self.domain.crypto_flops[0],
+                                                            time.perf_counter() - h0))
             self.router.send(Message("model_init", self.name, "server", 0, pack_vector(wire)))
             self._initial_state = None
         while True:
             msg = yield from self._next(lambda m: m.kind == "model_down")
             yield from self._round(msg)
 
-    def _next(self, accept):
+    def _next(self, accept, hold: bool = False):
+        """The next message ``accept`` takes; others are dropped (or kept for later if ``hold``)."""
+        for i, msg in enumerate(self._held):
+            if accept(msg):
+                del self._held[i]
+                return msg
         while True:
             msg = yield self.inbox.get()
             if accept(msg):
                 return msg
+            if hold:
+                self._held.append(msg)
 
     def _round(self, msg: Message):
         rnd = msg.round
@@ -103,26 +122,44 @@ class Client:
                "bytes_down": msg.nbytes, "t_start": msg.meta["t_send"]}
         h0 = time.perf_counter()
         global_wire = unpack_vector(msg.payload)
+        global_state = self.domain.from_wire(global_wire)
+        host_crypto = time.perf_counter() - h0
         model = self.learner.model
-        model.load_state_dict(self.domain.from_wire(global_wire), strict=False)
+        model.load_state_dict(global_state, strict=False)
         batches = batch_schedule(self.num_samples, batch_size=self.work.batch_size,
                                  epochs=self.work.epochs, steps=self.work.steps,
                                  generator=torch_generator(self.seed, "client", self.cid, "batches", rnd))
         batches = [self.indices[b] for b in batches]
         result = train_local(model, self.learner.x, self.learner.y, batches, lr=self.work.lr,
                              momentum=self.work.momentum, weight_decay=self.work.weight_decay)
-        host_train = time.perf_counter() - h0
+        host_train = time.perf_counter() - h0 - host_crypto
         # The model object is shared by all clients: take this client's update out of it now,
         # before the simulated compute time lets another client train on it.
         h1 = time.perf_counter()
-        delta = self.domain.to_wire(model.state_dict()) - global_wire
-        encoded = self.codec.encode(delta, seed=seed_for(self.seed, "client", self.cid, "codec", rnd),
-                                    slot=msg.meta.get("slot", 0))
+        seed, slot = seed_for(self.seed, "client", self.cid, "codec", rnd), msg.meta.get("slot", 0)
+        pre_metrics = {}
+        if self.pre_codec is not None:  # quantize the plaintext update, encrypt its dequantization
+            plain = PlainDomain(global_state)
+            pre = self.pre_codec.encode(plain.to_wire(model.state_dict()) - plain.to_wire(global_state),
+                                        seed=seed, slot=slot)
+            pre_metrics = {**{f"plain_{k}": v for k, v in pre.metrics.items()},
+                           "bytes_plain_codec": len(pre.payload)}
+            q = self.pre_codec.decode(pre.payload, numel=plain.numel)
+            h2 = time.perf_counter()
+            delta = self.domain.encrypt_delta(q)
+        else:
+            h2 = time.perf_counter()
+            delta = self.domain.to_wire(model.state_dict()) - global_wire
+        host_crypto += time.perf_counter() - h2
+        encoded = self.codec.encode(delta, seed=seed, slot=slot)
         row["host_encode_s"] = time.perf_counter() - h1
         compute_s = self.compute.seconds(result.samples * self.learner.train_flops_per_sample, host_train)
-        row.update(compute_s=compute_s, samples=result.samples, steps=result.steps,
-                   train_loss=result.mean_loss, host_train_s=host_train)
-        yield self.env.timeout(compute_s)
+        crypto_flops = sum(self.domain.crypto_flops)
+        crypto_s = self.compute.seconds(crypto_flops, host_crypto) if crypto_flops else 0.0
+        row.update(compute_s=compute_s, crypto_s=crypto_s, host_crypto_s=host_crypto,
+                   samples=result.samples, steps=result.steps, train_loss=result.mean_loss,
+                   host_train_s=host_train, **pre_metrics)
+        yield self.env.timeout(compute_s + crypto_s)
         if self.availability.drops_out(self.cid, rnd):
             self.router.signal(Message("dropout", self.name, "server", rnd, b""))
             self.recorder.clients.append({**row, "status": "dropout", "upload_s": float("nan"),
