@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedsim.codecs.factory import make_codec
+from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
 from fedsim.data import Dataset, class_histogram, load_dataset, partition
 from fedsim.devices import device_speeds, draw
@@ -88,6 +89,9 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     m = cfg.clients_per_round()
     codec = make_codec(cfg.codec, slots=m)
     crypto = make_encryption(cfg.encryption, model, input_shape, cfg.seed, initial_state)
+    pre_codec = None
+    if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):
+        pre_codec, codec = codec, IdentityCodec()  # quantize plaintext, send it encrypted as fp32
     availability = Availability(cfg.seed, cfg.availability.p_unavailable, cfg.availability.p_dropout)
 
     net = cfg.network
@@ -121,13 +125,14 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
-            initial_state=initial_state if (crypto.init_by_client and cid == 0) else None))
+            initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
+            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
                               cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
     server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
                     availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
-                    crypto.eval_domain.numel)
+                    crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast)
     if crypto.key_payload is not None:
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
     for c in clients:
@@ -138,7 +143,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     return _tables(cfg, recorder, evals, data, parts, info={
         "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
         "wire_numel": crypto.eval_domain.numel, "device": str(device),
-        "model_params": sum(p.numel() for p in model.parameters())})
+        "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
 
 
 def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progress) -> dict:
