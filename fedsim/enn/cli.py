@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedsim.scenario import ScenarioError, read_yaml
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,7 +116,13 @@ def mse_table(spec: TableSpec, base, log=print) -> pd.DataFrame:
 def fidelity_tables(spec: FidelitySpec, base, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-round and summary fidelity of decoded real-update averages, per model and ratio."""
     from fedsim.codecs.enn import EnnCodec
-    from fedsim.enn.fidelity import UpdateSource, calibrated_scale, collect_updates, fidelity_rows, summarize
+    from fedsim.enn.fidelity import (
+        UpdateSource,
+        calibrated_scale,
+        collect_updates,
+        fidelity_rows,
+        summarize,
+    )
 
     frames = []
     for model in spec.models:

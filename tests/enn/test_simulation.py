@@ -12,8 +12,8 @@ import torch
 from fedsim.cli import main
 from fedsim.codecs.enn import HEADER_BYTES, EnnCodec
 from fedsim.config import RunConfig
-from fedsim.enn import average_fidelity
 from fedsim.engine import run
+from fedsim.enn import average_fidelity
 from fedsim.scenario import load_scenario
 from fedsim.wire import HEADER_BYTES as FP32_HEADER
 
