@@ -27,11 +27,13 @@ THREADS_ENV = "FEDSIM_THREADS"
 
 @dataclass
 class Outcome:
-    """Result of one run: its tables and engine info, or the error (``tables`` empty)."""
+    """Result of one run: its tables, engine info and extra files (name -> bytes, e.g. PNGs), or
+    the error (everything else empty)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     error: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def execute_config(cfg_json: dict, threads: int = 1) -> Outcome:
@@ -51,7 +53,8 @@ def execute_config(cfg_json: dict, threads: int = 1) -> Outcome:
     try:
         torch.set_num_threads(threads)
         result = run(RunConfig.model_validate(cfg_json))
-        return Outcome({t: getattr(result, t) for t in TABLES}, result.info)
+        return Outcome({t: getattr(result, t) for t in TABLES}, result.info,
+                       files=dict(getattr(result, "files", {})))
     except Exception as exc:  # noqa: BLE001 -- any failure of one run is recorded, not fatal
         text = "".join(traceback.format_exception(exc))
         return Outcome(error=f"{text}\n{type(exc).__name__}: {exc}")

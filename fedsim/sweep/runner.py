@@ -52,7 +52,7 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor, *,
         for i, outcome in executor.imap([r.config for r in todo]):
             run = todo[i]
             if outcome.error is None:
-                write_run(out, run, outcome.tables, outcome.info)
+                write_run(out, run, outcome.tables, outcome.info, outcome.files)
             else:
                 failed += 1
                 write_failure(out, run, outcome.error)

@@ -45,9 +45,10 @@ def is_done(out: Path, rid: str) -> bool:
     return (run_dir(out, rid) / MARKER).is_file()
 
 
-def write_run(out: Path, run: SweepRun, tables: dict[str, pd.DataFrame], info: dict) -> None:
-    """Write one finished run's tables atomically, completion marker included."""
-    _publish(out, run, lambda tmp: _fill_done(tmp, run, tables, info))
+def write_run(out: Path, run: SweepRun, tables: dict[str, pd.DataFrame], info: dict,
+              files: dict[str, bytes] | None = None) -> None:
+    """Write one finished run's tables and extra files atomically, completion marker included."""
+    _publish(out, run, lambda tmp: _fill_done(tmp, run, tables, info, files or {}))
 
 
 def write_failure(out: Path, run: SweepRun, error: str) -> None:
@@ -133,9 +134,12 @@ def _label(frame: pd.DataFrame, sweep: Sweep, run: SweepRun) -> pd.DataFrame:
     return frame.assign(run_id=run.run_id, **_swept_columns(sweep, run))
 
 
-def _fill_done(tmp: Path, run: SweepRun, tables: dict[str, pd.DataFrame], info: dict) -> None:
+def _fill_done(tmp: Path, run: SweepRun, tables: dict[str, pd.DataFrame], info: dict,
+               files: dict[str, bytes]) -> None:
     for table in TABLES:
         tables[table].to_parquet(tmp / f"{table}.parquet", index=False)
+    for name, data in files.items():
+        (tmp / Path(name).name).write_bytes(data)
     (tmp / "run.json").write_text(_run_json(run, info))
     (tmp / MARKER).write_text("")
 
