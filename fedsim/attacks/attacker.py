@@ -1,0 +1,286 @@
+"""Adversaries inside the simulation: network observers restricted to their threat model.
+
+An :class:`Adversary` subscribes to the :class:`~fedsim.network.Network` and keeps only the
+messages its threat model lets it see, as they arrive:
+
+* ``eavesdropper``: messages whose path crosses one of its links;
+* ``server``: every message sent to or by the server (honest but curious; ENN zero-fill only);
+* ``adaptive_server``: the same, and it uses scheme parameters (every ENN isolation);
+* ``key_agent``: a compromised key agent colluding with the server: the server's view plus the
+  KeyNet keys it generated.
+
+After the run, :meth:`AttackHarness.finish` builds each adversary's observations from the
+captured bytes alone (plus public knowledge: architecture, lr, batching), attacks them, and only
+then scores the reconstructions against the private data, which adversaries never touch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from fedsim.attacks import adapters
+from fedsim.attacks.dlg import DlgConfig, dlg_attack
+from fedsim.attacks.inverting import InvertingConfig, cosine_distance, inverting_attack
+from fedsim.attacks.metrics import evaluate, psnr
+from fedsim.attacks.observation import Normalization, Observation
+from fedsim.attacks.plotting import save_reconstruction_grid
+from fedsim.attacks.result import AttackResult
+from fedsim.config import AttackConfig, EavesdropperConfig, RunConfig
+from fedsim.message import Message
+from fedsim.network import Link
+from fedsim.rng import seed_for, torch_generator
+from fedsim.training import batch_schedule
+from fedsim.wire import unpack_vector
+
+
+class Adversary:
+    """Captures the model broadcasts, updates and keys its threat model allows it to see."""
+
+    def __init__(self, spec: Any) -> None:
+        self.kind: str = spec.kind
+        self.links = frozenset(spec.links) if isinstance(spec, EavesdropperConfig) else frozenset()
+        self.name = self.kind if not self.links else f"eavesdropper[{','.join(sorted(self.links))}]"
+        self.models: dict[tuple[int, int], bytes] = {}  # (round, client) -> model_down payload
+        self.updates: dict[int, list[tuple[int, bytes]]] = defaultdict(list)  # arrival order
+        self.keys_seen = False
+
+    def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
+        """Whether the threat model gives this adversary ``msg``."""
+        if self.kind == "eavesdropper":
+            return any(link.name in self.links for link in path)
+        at_server = "server" in (msg.src, msg.dst)
+        return at_server or (self.kind == "key_agent" and msg.src == "key_agent")
+
+    def on_arrival(self, msg: Message, path: tuple[Link, ...], t_send: float, t_arrive: float) -> None:
+        """Network observer callback."""
+        if not self.sees(msg, path):
+            return
+        if msg.kind == "model_down":
+            self.models[(msg.round, int(msg.dst.split("/")[1]))] = msg.payload
+        elif msg.kind == "update_up":
+            self.updates[msg.round].append((int(msg.src.split("/")[1]), msg.payload))
+        elif msg.kind == "key":
+            self.keys_seen = True
+
+
+def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
+    if a.method == "ig":
+        tv = 0.0 if encrypted else a.ig.tv_weight  # TV assumes spatial smoothness x̂ lacks
+        return InvertingConfig(label_strategy=strategy, **{**a.ig.model_dump(), "tv_weight": tv})
+    return DlgConfig(label_strategy=strategy, line_search_fn=None, **a.dlg.model_dump())
+
+
+class AttackHarness:
+    """Runs the configured adversaries of one simulation and scores them (engine-facing).
+
+    Parameters
+    ----------
+    cfg
+        The run config (its ``attack`` block must be set).
+    network
+        The simulated network; every adversary subscribes to it.
+    data
+        The run's dataset (private samples are read only for scoring).
+    parts
+        Client index arrays (the partition).
+    model
+        The initial model (copied as the public architecture).
+    codec, crypto
+        The run's codec (ENN decoder for server-side adversaries) and encryption set-up (KeyNet
+        layout for everyone; keys only for a compromised key agent).
+    """
+
+    def __init__(self, cfg: RunConfig, network: Any, data: Any, parts: Any, model: nn.Module,
+                 codec: Any, crypto: Any) -> None:
+        assert cfg.attack is not None
+        self.cfg, self.a = cfg, cfg.attack
+        self.data, self.parts, self.codec, self.crypto = data, parts, codec, crypto
+        self.template = copy.deepcopy(model).cpu()
+        self.norm = Normalization(tuple(data.mean), tuple(data.std))
+        self.mean_image = self.norm.denormalize(data.x_train.double()).mean(dim=0).clamp(0, 1)
+        self.keynet = cfg.encryption.kind == "keynet"
+        self.adversaries = [Adversary(s) for s in self.a.adversaries]
+        for adv in self.adversaries:
+            network.subscribe(adv.on_arrival)
+        self._memo: dict[str, AttackResult] = {}
+
+    def targeted(self, cid: int) -> bool:
+        """Whether client ``cid`` may be a target."""
+        return self.a.clients is None or cid in self.a.clients
+
+    def client_work(self, cid: int, work: Any) -> Any:
+        """Attack-friendly mode: targeted clients take one SGD step on ``batch_size`` images."""
+        if self.a.mode != "friendly" or not self.targeted(cid):
+            return work
+        return type(work)(None, 1, self.a.batch_size, work.lr, 0.0, 0.0)
+
+    # -- ground truth (harness side only) --------------------------------------------------
+    def _truth(self, cid: int, rnd: int) -> tuple[Tensor, Tensor, list[Tensor], Any]:
+        """Private inputs (first-use order), labels, per-step rows, and the client's work."""
+        base = self.cfg.training
+        from fedsim.nodes.client import LocalWork
+
+        work = self.client_work(cid, LocalWork(base.local_epochs, base.local_steps, base.batch_size,
+                                               base.lr, base.momentum, base.weight_decay))
+        indices = torch.as_tensor(self.parts[cid], dtype=torch.long)
+        batches = batch_schedule(len(indices), batch_size=work.batch_size, epochs=work.epochs,
+                                 steps=work.steps,
+                                 generator=torch_generator(self.cfg.seed, "client", cid, "batches", rnd))
+        used = [indices[b] for b in batches]
+        order = list(dict.fromkeys(int(i) for b in used for i in b))
+        pos = {s: k for k, s in enumerate(order)}
+        schedule = [torch.tensor([pos[int(i)] for i in b]) for b in used]
+        rows = torch.tensor(order)
+        return self.data.x_train[rows].double(), self.data.y_train[rows], schedule, work
+
+    # -- observations from captured bytes (adversary side) -----------------------------------
+    def _observations(self, adv: Adversary, cid: int, rnd: int, shape: tuple[int, ...],
+                      schedule: list[Tensor]) -> list[tuple[str, Observation | str, str]]:
+        """``(isolation, observation or reason, domain)`` for one target."""
+        wire0 = unpack_vector(adv.models[(rnd, cid)])
+        arrivals = adv.updates[rnd]
+        payload = dict(arrivals)[cid]
+        numel = wire0.numel()
+        lr = self.cfg.training.lr
+        k = self.data.num_classes
+        kind = self.cfg.codec.kind
+        updates: list[tuple[str, Tensor]]
+        if kind == "identity":
+            updates = [("none", unpack_vector(payload))]
+        elif kind == "qsgd":
+            updates = [("none", self.codec.decode(payload, numel=numel))]
+        elif adv.kind == "eavesdropper":
+            return [("none", "no ENN decoder (held by the server)", "none")]
+        else:
+            accepted = [p for _, p in arrivals[: self.cfg.clients_per_round()]]
+            index = [c for c, _ in arrivals].index(cid)
+            methods = ["zero"] if adv.kind == "server" else list(self.a.enn_isolation)
+            updates = [(m, adapters.enn_isolate(self.codec, accepted, index, m, numel))
+                       for m in methods]
+        out = []
+        for iso, delta in updates:
+            if self.keynet and adv.kind != "key_agent":
+                if len(schedule) != 1:
+                    out.append((iso, "encrypted-domain attack needs one local step", "encrypted"))
+                    continue
+                layout = adapters.EncryptedLayout.from_domain(self.crypto.eval_domain)
+                obs = adapters.encrypted_observation(layout, wire0, delta, lr, shape, k, self.norm)
+                out.append((iso, obs, "encrypted"))
+                continue
+            model = copy.deepcopy(self.template)
+            if self.keynet:  # the compromised key agent decrypts with the keys it generated
+                dom = self.crypto.eval_domain
+                s0, s1 = dom.from_wire(wire0), dom.from_wire(wire0 + delta)
+                delta = torch.cat([(s1[n] - s0[n]).reshape(-1).float() for n in s0])
+                model.load_state_dict(s0, strict=False)
+            else:
+                model.load_state_dict(self.crypto.eval_domain.from_wire(wire0), strict=False)
+            obs = adapters.update_observation(model, delta, lr, schedule, shape, k, self.norm)
+            out.append((iso, obs, "plain"))
+        return out
+
+    def _attack(self, obs: Observation, strategy: str, encrypted: bool, seed: int,
+                labels: Tensor) -> AttackResult:
+        h = hashlib.sha1(repr((strategy, encrypted, seed, obs.forward_model.describe())).encode())
+        for t in obs.target:
+            h.update(t.detach().numpy().tobytes())
+        key = h.hexdigest()
+        if key not in self._memo:
+            conf = _attack_config(self.a, strategy, encrypted)
+            known = labels if strategy == "known" else None
+            run = inverting_attack if isinstance(conf, InvertingConfig) else dlg_attack
+            self._memo[key] = run(obs, conf, seed=seed, labels=known)
+        return self._memo[key]
+
+    def _strategy(self, batch: int) -> str:
+        if self.a.labels == "known":
+            return "known"
+        if self.a.method == "dlg":
+            return "joint"
+        return "idlg" if batch == 1 else "bias"
+
+    def finish(self) -> tuple[pd.DataFrame, dict[str, bytes]]:
+        """Attack every adversary's targets; the ``attacks`` table rows and PNG grids."""
+        rows: list[dict[str, Any]] = []
+        grids: dict[str, list[tuple[Tensor, Tensor, float]]] = defaultdict(list)
+        for adv in self.adversaries:
+            targets = sorted((r, c) for (r, c) in adv.models
+                             if r in self.a.rounds and self.targeted(c)
+                             and c in dict(adv.updates.get(r, [])))[: self.a.max_targets]
+            for t_index, (rnd, cid) in enumerate(targets):
+                inputs, labels, schedule, _ = self._truth(cid, rnd)
+                shape = tuple(inputs.shape)
+                for iso, obs, domain in self._observations(adv, cid, rnd, shape, schedule):
+                    row = self._score(adv, iso, domain, obs, inputs, labels, rnd, cid, t_index)
+                    rows.append(row)
+                    if "_images" in row:
+                        grids[f"{adv.kind}{'' if iso == 'none' else '_' + iso}"].append(
+                            row.pop("_images"))
+        files = {f"attack_{self.cfg.scheme}_{name}.png": _grid_png(items[: self.a.grid_images])
+                 for name, items in grids.items() if self.a.grid_images}
+        return pd.DataFrame(rows), files
+
+    def _score(self, adv: Adversary, iso: str, domain: str, obs: Observation | str,
+               inputs: Tensor, labels: Tensor, rnd: int, cid: int, t_index: int) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "scheme": self.cfg.scheme, "seed": self.cfg.seed, "adversary": adv.kind,
+            "adversary_view": adv.name, "isolation": iso, "domain": domain, "round": rnd,
+            "client": cid, "target": t_index, "n_images": int(inputs.shape[0]),
+            "mode": self.a.mode, "method": self.a.method,
+        }
+        if isinstance(obs, str):
+            return {**row, "status": f"not attacked: {obs}"}
+        truth = inputs
+        if domain == "encrypted":  # the harness encrypts the truth only to score x̂
+            from fedsim.keynet import encrypt_input
+
+            truth = encrypt_input(self.crypto.eval_domain.image_key, inputs).reshape(inputs.shape)
+        with torch.enable_grad():
+            sim = [s.detach() for s in obs.forward_model(truth.clone(), labels)]
+        cos = 1.0 - float(cosine_distance(sim, obs.target))
+        err = float(torch.sqrt(sum(((s - o) ** 2).sum() for s, o in zip(sim, obs.target))
+                               / sum((s**2).sum() for s in sim)))
+        strategy = self._strategy(int(inputs.shape[0]))
+        result = self._attack(obs, strategy, domain == "encrypted",
+                              seed_for(self.cfg.seed, "attack", rnd, cid), labels)
+        metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
+                           self.mean_image)
+        row.update(status="attacked", knowledge=_knowledge(adv.kind, domain, strategy),
+                   obs_cosine=cos, obs_rel_error=err, **result.record(), **metrics.summary())
+        row["psnr_db"] = row.pop("psnr_mean_db")
+        row["ssim"] = row.pop("ssim_mean")
+        rec01 = self.norm.denormalize(result.reconstruction).clamp(0, 1)
+        if domain == "encrypted":
+            row["psnr_encrypted_db"] = float(np.mean(psnr(rec01, self.norm.denormalize(truth))))
+        orig = self.norm.denormalize(inputs).clamp(0, 1)
+        row["_images"] = (orig[0], rec01[int(metrics.order[0])], row["psnr_db"])
+        return row
+
+
+def _knowledge(kind: str, domain: str, strategy: str) -> str:
+    parts = ["architecture", "lr", "batching", f"labels:{strategy}"]
+    if domain == "encrypted":
+        parts.append("keynet_layout")
+    if kind == "key_agent":
+        parts.append("keynet_keys")
+    return ",".join(parts)
+
+
+def _grid_png(items: list[tuple[Tensor, Tensor, float]]) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.png"
+        save_reconstruction_grid(torch.stack([o for o, _, _ in items]),
+                                 torch.stack([r for _, r, _ in items]), path,
+                                 [p for _, _, p in items])
+        return path.read_bytes()
