@@ -90,6 +90,9 @@ class ModelConfig(Strict):
     pooling: Literal["max", "avg"] = "max"
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
     width_mult: PosFloat = 1.0
+    #: "default": PyTorch's initialisation; "uniform": every weight and bias U(-0.5, 0.5), the
+    #: gradient-inversion references' (DLG, iDLG) initialisation of their sigmoid LeNet.
+    init: Literal["default", "uniform"] = "default"
 
 
 class TrainingConfig(Strict):
