@@ -46,6 +46,8 @@ class RunResult:
     messages: pd.DataFrame
     histogram: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
+    attacks: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty without an attack block
+    files: dict[str, bytes] = field(default_factory=dict)  # extra output files (PNG grids)
 
 
 def get_dataset(cfg: RunConfig) -> Dataset:
@@ -58,10 +60,15 @@ def get_dataset(cfg: RunConfig) -> Dataset:
 def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     """The initial global model; its weights depend only on the seed."""
     torch.manual_seed(seed_for(cfg.seed, "model", "init"))
-    return build_model(cfg.model.kind, num_classes=data.num_classes,
-                       in_channels=data.x_train.shape[1], image_size=data.x_train.shape[2],
-                       pooling=cfg.model.pooling, activation=cfg.model.activation,
-                       width_mult=cfg.model.width_mult)
+    model = build_model(cfg.model.kind, num_classes=data.num_classes,
+                      in_channels=data.x_train.shape[1], image_size=data.x_train.shape[2],
+                      pooling=cfg.model.pooling, activation=cfg.model.activation,
+                      width_mult=cfg.model.width_mult)
+    if cfg.model.init == "uniform":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-0.5, 0.5)
+    return model
 
 
 def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
@@ -108,6 +115,11 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
 
     server_inbox = router.add_node(Server.name)
     ka_inbox = router.add_node(KeyAgent.name)
+    harness = None
+    if cfg.attack is not None:
+        from fedsim.attacks.attacker import AttackHarness
+
+        harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
     clients = []
@@ -121,7 +133,8 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         router.connect(name, KeyAgent.name, [up, ka_in])
         router.connect(KeyAgent.name, name, [ka_out, down])
         clients.append(Client(
-            env, router, inbox, cid, torch.as_tensor(parts[cid], dtype=torch.long), learner, work,
+            env, router, inbox, cid, torch.as_tensor(parts[cid], dtype=torch.long), learner,
+            harness.client_work(cid, work) if harness is not None else work,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
@@ -140,7 +153,8 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     env.process(server.run())
 
     evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress)
-    return _tables(cfg, recorder, evals, data, parts, info={
+    attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
+    return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
         "wire_numel": crypto.eval_domain.numel, "device": str(device),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
@@ -172,7 +186,8 @@ def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progres
     return evals
 
 
-def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, parts, info) -> RunResult:
+def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, parts, attacks,
+            info) -> RunResult:
     ident = {"scheme": cfg.scheme, "seed": cfg.seed}
     rounds = pd.DataFrame(recorder.rounds)
     rounds = rounds.join(recorder.bytes_by_round(), on="round").fillna(
@@ -198,4 +213,4 @@ def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, part
     clients = clients.assign(**ident)
     messages = recorder.messages_frame().assign(**ident)
     hist = class_histogram(data.y_train.numpy(), parts, data.num_classes).assign(**ident)
-    return RunResult(cfg, rounds, clients, messages, hist, info)
+    return RunResult(cfg, rounds, clients, messages, hist, info, attacks[0], attacks[1])
