@@ -15,7 +15,7 @@ import yaml
 
 from fedsim.engine import RunResult
 
-TABLES = ("rounds", "clients", "messages", "histogram")
+TABLES = ("rounds", "clients", "messages", "histogram", "attacks")
 
 
 def concat(results: Sequence[RunResult], table: str) -> pd.DataFrame:
@@ -79,6 +79,9 @@ def write_results(out_dir: str | Path, resolved: dict, results: Sequence[RunResu
             frame = concat(results, table)
             frame.to_parquet(tmp / f"{table}.parquet", index=False)
             frame.to_csv(tmp / f"{table}.csv", index=False)
+        for r in results:
+            for name, data in r.files.items():
+                (tmp / name).write_bytes(data)
         summ = summary(results)
         summ.to_csv(tmp / "summary.csv", index=False)
         (tmp / "summary.txt").write_text(format_summary(summ) + "\n")
