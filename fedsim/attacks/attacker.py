@@ -171,7 +171,10 @@ class AttackHarness:
                 if len(schedule) != 1:
                     out.append((iso, "encrypted-domain attack needs one local step", "encrypted"))
                     continue
-                layout = adapters.EncryptedLayout.from_domain(self.crypto.eval_domain)
+                if getattr(self.crypto.eval_domain, "_base", None) is not None:
+                    out.append((iso, "relative ciphertext (init_by: server)", "encrypted"))
+                    continue
+                layout = adapters.EncryptedLayout.from_domain(_inner(self.crypto.eval_domain))
                 obs = adapters.encrypted_observation(layout, wire0, delta, lr, shape, k, self.norm)
                 out.append((iso, obs, "encrypted"))
                 continue
@@ -242,7 +245,7 @@ class AttackHarness:
         if domain == "encrypted":  # the harness encrypts the truth only to score x̂
             from fedsim.keynet import encrypt_input
 
-            truth = encrypt_input(self.crypto.eval_domain.image_key, inputs).reshape(inputs.shape)
+            truth = encrypt_input(_inner(self.crypto.eval_domain).image_key, inputs).reshape(inputs.shape)
         with torch.enable_grad():
             sim = [s.detach() for s in obs.forward_model(truth.clone(), labels)]
         cos = 1.0 - float(cosine_distance(sim, obs.target))
@@ -263,6 +266,11 @@ class AttackHarness:
         orig = self.norm.denormalize(inputs).clamp(0, 1)
         row["_images"] = (orig[0], rec01[int(metrics.order[0])], row["psnr_db"])
         return row
+
+
+def _inner(domain: Any) -> Any:
+    """The keyed ``KeyNetDomain`` inside the run's wire domain."""
+    return getattr(domain, "inner", domain)
 
 
 def _knowledge(kind: str, domain: str, strategy: str) -> str:
