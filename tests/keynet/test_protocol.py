@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import types
 
 import numpy as np
@@ -73,8 +74,12 @@ def spy(monkeypatch):
 
 
 def _reachable(root, stop: tuple[type, ...]):
-    """Every object reachable from ``root`` by ``gc.get_referents``, not entering ``stop`` types."""
-    seen, todo, out = {id(root)}, [root], []
+    """Every object reachable from ``root`` by ``gc.get_referents``, not entering ``stop`` types.
+
+    Modules, classes and module namespaces (a function's globals) are not entered.
+    """
+    seen = {id(root)} | {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
+    todo, out = [root], []
     while todo:
         obj = todo.pop()
         out.append(obj)
