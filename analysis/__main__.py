@@ -1,0 +1,7 @@
+"""``python -m analysis RESULTS_DIR``: same as ``fedsim analyze RESULTS_DIR``."""
+
+import sys
+
+from analysis.cli import main
+
+sys.exit(main())
