@@ -76,11 +76,11 @@ def traffic_by_kind(res: Results, out: Path) -> Path | None:
         return None
     per_run = m[m["round"] > 0].groupby(["scheme", "run_id", "kind", "round"])["bytes"].sum()
     per_round = (per_run.groupby(["scheme", "kind"]).mean() / 1e6).rename("MB").reset_index()
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 4))
     sns.barplot(per_round, x="scheme", y="MB", hue="kind", ax=ax, palette="colorblind")
     ax.set_ylabel("traffic per round (MB)")
     ax.set_xlabel("scheme")
-    ax.set_title("Communication per round by message kind (mean over rounds and runs)")
+    ax.set_title("Traffic per round by message kind (mean over rounds and runs)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="message kind", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
