@@ -33,11 +33,11 @@ def write_report(path: str | Path) -> Path:
         "Attack success": plots.attack_success(res, root / "plots" / "attack_success.png"),
     }
     tables = {
-        "Bandwidth / accuracy": (bandwidth_table(res), "bandwidth_accuracy",
+        "Bandwidth / accuracy": (bandwidth_table(res), "bandwidth_accuracy", (
                                  f"Cells: final test accuracy (mean ± sd over seeds) / simulated "
                                  f"time to {res.target:g} accuracy (mean; 'never' if a seed missed "
                                  f"it) / traffic in MB (up + down + keys) per run. Columns: "
-                                 f"client uplink."),
+                                 f"client uplink.")),
         "Final accuracy per model/dataset and scheme": (
             thesis_table(res), "accuracy_table", _reference_note(res)),
     }

@@ -44,7 +44,7 @@ def load_results(path: str | Path) -> Results:
     if not (p / "rounds.parquet").is_file() or not (p / "summary.csv").is_file():
         raise ResultsError(f"{p}: not a fedsim results folder (no rounds.parquet / summary.csv)")
     read = lambda name: pd.read_parquet(p / f"{name}.parquet") if (p / f"{name}.parquet").is_file() \
-        else pd.DataFrame()  # noqa: E731
+        else pd.DataFrame()
     summary = pd.read_csv(p / "summary.csv")
     if not len(summary):
         raise ResultsError(f"{p}: no finished runs in summary.csv")

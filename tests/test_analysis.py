@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from analysis.cli import main as analysis_main
-from analysis.report import write_report
 from analysis.tables import bandwidth_table, load_results, thesis_table
 from fedsim.cli import main
 from fedsim.sweep import LocalExecutor, load_sweep, run_sweep
@@ -40,7 +39,7 @@ def test_bandwidth_table_has_schemes_by_uplink(results):
     assert list(table.columns) == ["0.1 Mbit/s", "10 Mbit/s"]
     summ = pd.read_csv(results / "summary.csv")
     g = summ[(summ["scheme"] == "fedavg") & (summ["network.clients.uplink_bps"] == 1e5)]
-    acc, ttt, mb = table.loc["fedavg", "0.1 Mbit/s"].split(" / ")
+    acc, _, mb = table.loc["fedavg", "0.1 Mbit/s"].split(" / ")
     assert acc.startswith(f"{g['final_accuracy'].mean():.3f} ± ")
     assert mb == f"{((g['bytes_up'] + g['bytes_down'] + g['bytes_keys']) / 1e6).mean():.2f} MB"
 

@@ -70,8 +70,8 @@ def test_scheme_scoped_key_applies_to_that_scheme_only():
 @pytest.mark.parametrize("sweep, message", [
     ({"grid": {"codec.levels": [3]}}, "sweep.codec.levels: scheme fedpaq also sets it"),
     ({"grid": {"rounds": 3}}, "sweep.grid.rounds: must be a non-empty list"),
-    ({"grid": {"rounds": [0]}}, "rounds: Input should be greater than or equal to 1 (got 0) "
-                                "[sweep point rounds=0]"),
+    ({"grid": {"rounds": [0]}},
+     "rounds: Input should be greater than or equal to 1 (got 0) [sweep point rounds=0]"),
     ({"grid": {"schemes.nope.rounds": [1]}}, "sweep.schemes.nope.rounds: expected schemes.<one of"),
     ({"zip": {"rounds": [1], "seed": [1, 2]}}, "lists must have equal lengths"),
 ])
