@@ -179,7 +179,10 @@ def _describe(exc: ValidationError, src: str, merged: dict, override: dict, sche
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # e.g. codec.kind
         path.append(err["ctx"]["discriminator"].strip("'"))
     dotted = ".".join(str(p) for p in path) or "(top level)"
-    if _has_path(override, path):
+    parent = path[:-1]  # a missing key is the scheme's fault if the scheme supplied its section
+    if _has_path(override, path) or (err["type"] in ("missing", "union_tag_not_found")
+                                     and _has_path(override, parent)
+                                     and _node(override, parent) == _node(merged, parent)):
         dotted = f"schemes.{scheme}.{dotted}"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -208,6 +211,13 @@ def _input_path(loc: tuple, doc: Any, err_type: str) -> list:
         elif i == len(loc) - 1 and err_type in ("missing", "extra_forbidden"):
             path.append(part)
     return path
+
+
+def _node(doc: Any, path: list) -> Any:
+    """The value at ``path`` of a document known to contain it."""
+    for part in path:
+        doc = doc[part]
+    return doc
 
 
 def _has_path(doc: Any, path: list) -> bool:
