@@ -56,7 +56,7 @@ def test_bad_attack_block_is_one_line_exit_2(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("attack: {adversaries: [{kind: spy}]}\n")
     proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(path)],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
