@@ -95,7 +95,8 @@ def test_mobilenet_v2_cifar10_channel_keys_equal_plaintext(run_final):
             "model": {"kind": "mobilenet_v2", "width_mult": 0.5},
             "training": {"local_epochs": 1, "batch_size": 32, "lr": 0.05}}
     plain = run_final(_config(**over))
-    enc = run_final(_config(**over, encryption={"kind": "keynet", "space": "channel"}))
+    enc = run_final(_config(**over, encryption={"kind": "keynet", "space": "channel",
+                                                          "init_by": "server"}))
     (ra, sa), (rb, sb) = plain, enc
     diff = max((sa[k] - sb[k]).abs().max().item() for k in sa if sa[k].is_floating_point())
     assert diff < 1e-5
