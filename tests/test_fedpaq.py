@@ -16,6 +16,7 @@ import torch
 from analysis.fedpaq_tradeoff import main as tradeoff_main
 from analysis.fedpaq_tradeoff import tradeoff_table
 from analysis.tables import ResultsError
+from fedsim import engine
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.codecs.qsgd import payload_nbytes
 from fedsim.data import partition
@@ -65,10 +66,8 @@ def test_server_picks_r_of_n_uniformly_and_seeded():
     assert picks(1, 20) != sel[:20]
 
 
-def _global_models(monkeypatch) -> dict[int, torch.Tensor]:
-    """Capture each evaluated global model (state-dict order, flattened) by round."""
-    import fedsim.engine as engine
-
+def _global_models(monkeypatch) -> list[torch.Tensor]:
+    """Capture each evaluated global model (state-dict order, flattened), in round order."""
     seen: list[torch.Tensor] = []
     real = engine.evaluate
 
