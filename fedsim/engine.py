@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
-from fedsim.data import Dataset, class_histogram, load_dataset, partition
+from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition
 from fedsim.devices import device_speeds, draw
 from fedsim.encryption import make_encryption
 from fedsim.flops import train_flops_per_sample
@@ -79,10 +79,13 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     input_shape = tuple(data.x_train.shape[1:])
     device = default_device()
     model.to(device)
-    parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
-                      rng=numpy_rng(cfg.seed, "partition"),
-                      classes_per_client=cfg.data.partition.classes_per_client,
-                      alpha=cfg.data.partition.alpha)
+    try:
+        parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
+                          rng=numpy_rng(cfg.seed, "partition"),
+                          classes_per_client=cfg.data.partition.classes_per_client,
+                          alpha=cfg.data.partition.alpha)
+    except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
+        raise DataError(f"partition: {exc}") from None
     learner = SharedLearner(model, data.x_train.to(device), data.y_train.to(device),
                             train_flops_per_sample(model, input_shape))
     initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
