@@ -122,7 +122,7 @@ def test_bad_input_through_run_scenario_subprocess(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "run_scenario.py", TINY, "--set", "training.lr=-1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fedsim.engine as engine
-from fedsim.training import evaluate
+from fedsim import engine
 from fedsim.config import RunConfig
 from fedsim.devices import draw
 from fedsim.nodes.availability import Availability
 from fedsim.rng import numpy_rng
 from fedsim.scenario import load_scenario
+from fedsim.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET5_PARAMS = 61_706
