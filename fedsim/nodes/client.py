@@ -130,8 +130,12 @@ class Client:
                                  epochs=self.work.epochs, steps=self.work.steps,
                                  generator=torch_generator(self.seed, "client", self.cid, "batches", rnd))
         batches = [self.indices[b] for b in batches]
-        result = train_local(model, self.learner.x, self.learner.y, batches, lr=self.work.lr,
-                             momentum=self.work.momentum, weight_decay=self.work.weight_decay)
+        # dropout draws from the global RNG: seed it per (client, round), not by event order
+        x = self.learner.x
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed_for(self.seed, "client", self.cid, "dropout", rnd))
+            result = train_local(model, x, self.learner.y, batches, lr=self.work.lr,
+                                 momentum=self.work.momentum, weight_decay=self.work.weight_decay)
         host_train = time.perf_counter() - h0 - host_crypto
         # The model object is shared by all clients: take this client's update out of it now,
         # before the simulated compute time lets another client train on it.
