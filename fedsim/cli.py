@@ -7,9 +7,9 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 from fedsim.data import DataError
 from fedsim.scenario import ScenarioError, load_scenario

@@ -11,8 +11,6 @@ from collections import OrderedDict
 
 import torch
 
-StateDict = "OrderedDict[str, torch.Tensor]"
-
 
 def float_entries(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the state entries that are federated: floating-point tensors, in state order.
@@ -30,7 +28,7 @@ class WeightDomain(ABC):
         """Flat float32 vector for ``state`` (ciphertext for encrypted domains)."""
 
     @abstractmethod
-    def from_wire(self, flat: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def from_wire(self, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """State dict (float entries only) for a flat wire vector."""
 
     @property
@@ -63,7 +61,7 @@ class PlainDomain(WeightDomain):
     def to_wire(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([state[k].detach().reshape(-1).float().cpu() for k in self._names])
 
-    def from_wire(self, flat: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def from_wire(self, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if flat.numel() != self.numel:
             raise ValueError(f"wire vector has {flat.numel()} values, expected {self.numel}")
         parts = torch.split(flat, self._sizes)

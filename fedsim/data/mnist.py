@@ -75,7 +75,8 @@ def load_mnist_raw(root: str, download: bool) -> RawData:
             ) from exc
         raise DataError(f"dataset 'mnist': cannot read MNIST under {raw_dir!r}: {exc}") from exc
     except Exception as exc:  # download errors, truncated idx files
-        raise DataError(f"dataset 'mnist': cannot read MNIST under {raw_dir!r}: {exc}") from exc
+        reason = str(exc) or f"{type(exc).__name__} (truncated or corrupt idx file?)"
+        raise DataError(f"dataset 'mnist': cannot read MNIST under {raw_dir!r}: {reason}") from exc
     return RawData(
         x_train=train.data.numpy()[:, None],
         y_train=train.targets.numpy().astype(np.int64),
