@@ -20,7 +20,9 @@ class IdentityCodec(UpdateCodec):
         return HEADER_BYTES + 4 * numel
 
     def encode(self, update: torch.Tensor, *, seed: int, slot: int) -> EncodedUpdate:
-        return EncodedUpdate(pack_vector(update), {"bits_per_coord": 32.0, "rel_error": 0.0})
+        payload = pack_vector(update)
+        return EncodedUpdate(payload, {"bits_per_coord": 8 * len(payload) / update.numel(),
+                                       "rel_error": 0.0})
 
     def decode(self, payload: bytes, *, numel: int) -> torch.Tensor:
         vec = unpack_vector(payload)
