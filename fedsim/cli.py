@@ -52,7 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except DataError as exc:  # name the scenario file and section, as for config errors
             raise DataError(f"{args.scenario}: data: {exc}") from None
         if not args.quiet:
-            print(format_summary(summary(results[-1:])).splitlines()[-1], file=sys.stderr)
+            row = summary(results[-1:]).iloc[0]
+            print(f"{row.scheme} (seed {row.seed}): final accuracy {row.final_accuracy:.4f} after "
+                  f"{row.rounds} rounds, {row.sim_time_s:.1f} s simulated, "
+                  f"{row.host_seconds:.1f} s host", file=sys.stderr)
     write_results(out, scenario.resolved, results)
     if not args.quiet:
         print(format_summary(summary(results)))
