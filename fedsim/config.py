@@ -223,9 +223,23 @@ class NoEncryptionConfig(Strict):
 
 
 class KeyNetConfig(Strict):
+    """KeyNet weight encryption (docs/schemes.md, section keynet).
+
+    ``gains`` picks the keys' diagonal gains. ``continuous`` (the KeyNet paper's choice):
+    log-uniform in [1/2, 2]; every ciphertext value is a plaintext value times an arbitrary
+    real, so encrypted arithmetic is only equal to plaintext arithmetic up to fp32 rounding,
+    and long runs drift apart like any 1-ulp perturbation of SGD. ``power_of_two``: gains
+    2**k with k uniform on {-2, ..., 2}; with ``alpha: 1`` encryption, the server's weighted
+    average and decryption are then exact in floating point and an encrypted run reproduces
+    the plaintext run bit for bit. The cost is a smaller key space: 5 gains per coordinate
+    (about 2.3 bits) instead of a continuum, and the gains are recognisable as powers of two.
+    (``alpha > 1`` blocks are real-valued either way and are not exact.)
+    """
+
     kind: Literal["keynet"]
     space: Literal["lowered", "channel"] = "lowered"
     alpha: PosInt = 1
+    gains: Literal["continuous", "power_of_two"] = "continuous"
     key_delivery: Literal["material", "seed"] = "material"
     init_by: Literal["client", "server"] = "client"
 

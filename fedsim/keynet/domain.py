@@ -16,13 +16,15 @@ from fedsim.keynet.plan import NetworkPlan, plan_network
 
 
 def make_keys(plan: NetworkPlan, seed: int | np.random.Generator, space: str = "lowered",
-              alpha: int = 1, encrypt_output: bool = False) -> KeySet:
+              alpha: int = 1, encrypt_output: bool = False,
+              gains: str = "continuous") -> KeySet:
     """Sample the key set of ``plan`` for ``space`` ("lowered" | "channel").
 
     ``alpha`` is the block size wherever the math allows it (lowered chains: input and
     boundaries without a following activation; per-layer and channel keys: everywhere except
     vector keys). The same ``(plan, seed, space, alpha, encrypt_output)`` gives the same keys,
-    so clients may derive them from a shared seed instead of receiving them.
+    so clients may derive them from a shared seed instead of receiving them. ``gains`` is
+    ``"continuous"`` or ``"power_of_two"`` (exact fp arithmetic, see :mod:`fedsim.keynet.keys`).
     """
     if space == "lowered":
         slots = plan.key_slots(alpha, encrypt_output)
@@ -30,7 +32,7 @@ def make_keys(plan: NetworkPlan, seed: int | np.random.Generator, space: str = "
         slots = channel_slots(plan, alpha)
     else:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
-    return KeySet.generate(slots, seed, space)
+    return KeySet.generate(slots, seed, space, gains)
 
 
 class KeyNetDomain(WeightDomain):
@@ -71,10 +73,11 @@ class KeyNetDomain(WeightDomain):
     @classmethod
     def from_seed(cls, model: nn.Module, input_shape: tuple[int, ...],
                   seed: int | np.random.Generator, space: str = "lowered", alpha: int = 1,
-                  encrypt_output: bool = False, chained: bool | None = None) -> KeyNetDomain:
+                  encrypt_output: bool = False, chained: bool | None = None,
+                  gains: str = "continuous") -> KeyNetDomain:
         """Plan ``model``, derive keys from ``seed`` (see :func:`make_keys`) and build."""
         plan = plan_network(model, tuple(input_shape), chained, lower=space == "lowered")
-        keys = make_keys(plan, seed, space, alpha, encrypt_output)
+        keys = make_keys(plan, seed, space, alpha, encrypt_output, gains)
         return cls(model, input_shape, keys, space, plan=plan)
 
     @property

@@ -8,6 +8,14 @@ weights summing to 1) conjugated by a random block-local permutation, so they ar
 diagonally dominant with ``‖S⁻¹‖∞ ≤ 1/(2·w0 − 1) ≤ 5``. With ``α = 1`` the key is a positive
 generalized permutation, which commutes with ReLU: ``ReLU(A z) = A ReLU(z)``.
 
+Gains are ``continuous`` (log-uniform in ``[1/2, 2]``, as in the KeyNet paper) or
+``power_of_two`` (``2**k``, ``k`` uniform on ``{-2, ..., 2}``). Multiplying by a power of two
+and permuting are exact in binary floating point (barring overflow and subnormals), so with
+``α = 1`` and power-of-two gains every ciphertext value is exactly ``2**k`` times one
+plaintext value or constant, and encryption, averaging and decryption commute bit for bit with
+the plaintext arithmetic. The price is a smaller key space: 5 possible gains per coordinate
+(``log2 5 ≈ 2.3`` bits) instead of a continuum.
+
 Byte format (little endian), used by :meth:`Key.to_bytes` / :meth:`KeySet.to_bytes`:
 
 * key: ``u32 n, u32 α, u32 perm[n], f64 gain[n]`` and, when ``α > 1``, the blocks as f64:
@@ -27,9 +35,11 @@ import numpy as np
 import scipy.sparse as sp
 
 SPACES = ("lowered", "channel")
+GAIN_KINDS = ("continuous", "power_of_two")
 SEED_BYTES = 8
 _MAGIC = b"KNKS"
-_GAIN_RANGE = 2.0  # gains are log-uniform in [1/2, 2]
+_GAIN_RANGE = 2.0  # continuous gains are log-uniform in [1/2, 2]
+POW2_MAX_EXP = 2  # power-of-two gains are 2**k, k uniform on {-2, ..., 2}
 
 
 @dataclass(frozen=True)
@@ -170,12 +180,23 @@ def _stochastic_blocks(rng: np.random.Generator, nb: int, a: int) -> np.ndarray:
     return np.take_along_axis(s, pi[:, None, :], axis=2)
 
 
-def random_key(rng: np.random.Generator, n: int, alpha: int = 1, gains: bool = True) -> Key:
-    """Sample a key on ``n`` coordinates with block size ``alpha`` and optional positive gains."""
+def random_gains(rng: np.random.Generator, n: int, kind: str = "continuous") -> np.ndarray:
+    """``n`` positive float64 gains: log-uniform in ``[1/2, 2]`` or ``2**k``, ``|k| <= 2``."""
+    if kind == "continuous":
+        return np.exp(rng.uniform(-1, 1, n) * np.log(_GAIN_RANGE))
+    if kind == "power_of_two":
+        return np.ldexp(1.0, rng.integers(-POW2_MAX_EXP, POW2_MAX_EXP + 1, n))
+    raise ValueError(f"gain kind must be one of {GAIN_KINDS}, got {kind!r}")
+
+
+def random_key(rng: np.random.Generator, n: int, alpha: int = 1, gains: bool = True,
+               gain_kind: str = "continuous") -> Key:
+    """Sample a key on ``n`` coordinates with block size ``alpha`` and optional positive gains
+    (``gain_kind``: ``"continuous"`` or ``"power_of_two"``, see the module docstring)."""
     if alpha < 1:
         raise ValueError("alpha must be >= 1")
     perm = rng.permutation(n).astype(np.int64)
-    gain = np.exp(rng.uniform(-1, 1, n) * np.log(_GAIN_RANGE)) if gains else np.ones(n)
+    gain = random_gains(rng, n, gain_kind) if gains else np.ones(n)
     if alpha == 1 or n < 2:
         return Key(perm, gain, np.zeros((0, 1, 1)), np.zeros((0, 0)))
     a = min(alpha, n)
@@ -204,8 +225,8 @@ class KeySet:
 
     @classmethod
     def generate(cls, slots: list[KeySlot], seed: int | np.random.Generator,
-                 space: str) -> KeySet:
-        """Sample one key per slot. Key ``k`` depends only on ``(seed, k, slots[k])``."""
+                 space: str, gain_kind: str = "continuous") -> KeySet:
+        """Sample one key per slot. Key ``k`` depends only on ``(seed, k, slots[k], gain_kind)``."""
         s = _seed_int(seed)
         keys = []
         for k, slot in enumerate(slots):
@@ -213,7 +234,7 @@ class KeySet:
                 keys.append(identity_key(slot.size))
                 continue
             rng = np.random.default_rng(np.random.SeedSequence([s, k]))
-            keys.append(random_key(rng, slot.size, slot.alpha, slot.gains))
+            keys.append(random_key(rng, slot.size, slot.alpha, slot.gains, gain_kind))
         return cls(space, tuple(keys))
 
     def nbytes(self) -> int:

@@ -116,7 +116,7 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
     """
     plan = plan_network(model, tuple(input_shape), lower=cfg.space == "lowered")
     key_seed = seed_for(seed, "key_agent", "keys")
-    keys = make_keys(plan, key_seed, cfg.space, cfg.alpha)
+    keys = make_keys(plan, key_seed, cfg.space, cfg.alpha, gains=cfg.gains)
     key_bytes = keys.to_bytes() if cfg.key_delivery == "material" else seed_to_bytes(key_seed)
     template = {k: v for k, v in initial_state.items()}
     plain = PlainDomain(template)
@@ -127,7 +127,7 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
     sizes = size_table(harness.inner)
     info = {
         "eval_outside_protocol": True,
-        "keynet_space": cfg.space, "keynet_alpha": cfg.alpha,
+        "keynet_space": cfg.space, "keynet_alpha": cfg.alpha, "keynet_gains": cfg.gains,
         "key_delivery": cfg.key_delivery, "init_by": cfg.init_by,
         "key_message_bytes": len(key_bytes), "key_material_bytes": keys.nbytes(),
         "plain_numel": plain.numel, "cipher_numel": harness.numel,
@@ -156,7 +156,8 @@ def _client_domains(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int,
     def from_key(payload: bytes, init: bytes | None) -> KeyNetWireDomain:
         if payload not in ciphers:
             keys = (KeySet.from_bytes(payload) if cfg.key_delivery == "material" else
-                    make_keys(plan, seed_from_bytes(payload), cfg.space, cfg.alpha))
+                    make_keys(plan, seed_from_bytes(payload), cfg.space, cfg.alpha,
+                              gains=cfg.gains))
             ciphers[payload] = KeyNetDomain(model, input_shape, keys, cfg.space, plan=plan)
         base = None if init is None else unpack_vector(init)
         return KeyNetWireDomain(ciphers[payload], template, base)
