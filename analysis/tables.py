@@ -114,12 +114,15 @@ def thesis_table(res: Results) -> pd.DataFrame:
 
 
 def time_to_target_table(res: Results) -> pd.DataFrame:
-    """Time to target (s): mean and number of seeds that reached it, per scheme and uplink."""
+    """Time to target (s, mean over the seeds that reached it) per scheme and uplink (Mbit/s)."""
     s = res.summary if UPLINK in res.summary else res.summary.assign(**{UPLINK: np.nan})
-    return s.groupby(["scheme", UPLINK], sort=False).agg(
+    table = s.groupby(["scheme", UPLINK], sort=False).agg(
         time_to_target_s=("time_to_target_s", "mean"),
         seeds_reached=("time_to_target_s", lambda t: int(t.notna().sum())),
         seeds=("seed", "nunique")).reset_index()
+    table[UPLINK] = pd.to_numeric(table[UPLINK], errors="coerce") / 1e6
+    table["time_to_target_s"] = table["time_to_target_s"].round(2)
+    return table.rename(columns={UPLINK: "uplink_Mbit_s"})
 
 
 def _ref(ref: dict, model_dataset: str, scheme: str) -> str:
