@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -55,8 +55,8 @@ class Choice(Strict):
     values: Annotated[list[PosFloat], Field(min_length=1)]
 
 
-Distribution = Annotated[Union[Fixed, Uniform, LogNormal, Choice], Field(discriminator="dist")]
-PerClient = Union[PosFloat, Distribution]
+Distribution = Annotated[Fixed | Uniform | LogNormal | Choice, Field(discriminator="dist")]
+PerClient = PosFloat | Distribution
 """A positive number, or a distribution drawn once per client."""
 
 
@@ -132,7 +132,7 @@ class AvailabilityConfig(Strict):
 class ClientLinksConfig(Strict):
     uplink_bps: PerClient = 10e6
     downlink_bps: PerClient = 50e6
-    latency_s: Union[Annotated[float, Field(ge=0)], Distribution] = 0.02
+    latency_s: Annotated[float, Field(ge=0)] | Distribution = 0.02
 
 
 class ServerLinksConfig(Strict):
@@ -214,7 +214,7 @@ class EnnCodecConfig(Strict):
 
 
 CodecConfig = Annotated[
-    Union[IdentityCodecConfig, QsgdCodecConfig, EnnCodecConfig], Field(discriminator="kind")
+    IdentityCodecConfig | QsgdCodecConfig | EnnCodecConfig, Field(discriminator="kind")
 ]
 
 
@@ -245,7 +245,7 @@ class KeyNetConfig(Strict):
 
 
 EncryptionConfig = Annotated[
-    Union[NoEncryptionConfig, KeyNetConfig], Field(discriminator="kind")
+    NoEncryptionConfig | KeyNetConfig, Field(discriminator="kind")
 ]
 
 
@@ -266,7 +266,7 @@ class ServerAdversaryConfig(Strict):
 
 
 AdversaryConfig = Annotated[
-    Union[EavesdropperConfig, ServerAdversaryConfig], Field(discriminator="kind")
+    EavesdropperConfig | ServerAdversaryConfig, Field(discriminator="kind")
 ]
 
 
@@ -346,7 +346,7 @@ class RunConfig(Strict):
                 f"data.num_clients ({n})"
             )
         if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
-            raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "
+            raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "  # noqa: TRY004
                              "cannot be decoded one by one before encryption")
         return self
 

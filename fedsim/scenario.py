@@ -167,7 +167,7 @@ def check_sweep(sweep: Any, src: str) -> None:
                 lengths[key] = len(values)
         both = set(block) & set((sweep.get("grid") or {}) if part == "zip" else {})
         if both:
-            raise ScenarioError(f"{src}: sweep.zip.{sorted(both)[0]}: also in sweep.grid")
+            raise ScenarioError(f"{src}: sweep.zip.{min(both)}: also in sweep.grid")
     if len(set(lengths.values())) > 1:
         desc = ", ".join(f"{k} has {n}" for k, n in lengths.items())
         raise ScenarioError(f"{src}: sweep.zip: lists must have equal lengths ({desc})")
@@ -202,10 +202,7 @@ def _input_path(loc: tuple, doc: Any, err_type: str) -> list:
     """The part of pydantic's error location that names keys of the input (drops union tags)."""
     path, node = [], doc
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
             path.append(part)
             node = node[part]
         elif i == len(loc) - 1 and err_type in ("missing", "extra_forbidden"):
