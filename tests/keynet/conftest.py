@@ -1,0 +1,28 @@
+"""Fixtures shared by the KeyNet tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedsim import engine
+from fedsim.config import RunConfig
+
+
+@pytest.fixture
+def run_final(monkeypatch):
+    """Run a config; return its result and the last global model the harness evaluated."""
+    states = []
+    evaluate = engine.evaluate
+
+    def keep(model, x, y):
+        states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        return evaluate(model, x, y)
+
+    monkeypatch.setattr(engine, "evaluate", keep)
+
+    def go(cfg: RunConfig):
+        torch.set_num_threads(1)
+        res = engine.run(cfg)
+        return res, states[-1]
+    return go
