@@ -171,3 +171,19 @@ def test_message_bytes_are_exact(tiny):
     assert rd.loc[0, "bytes_up"] == 0 and len(up) == 2
     assert (rd["bytes_down"].iloc[1:] == 4 * (8 + 4 * LENET5_PARAMS)).all()
     assert up.sum() == tiny.clients["bytes_up"].sum()
+
+
+def test_compute_time_is_flops_over_device_speed(tiny):
+    """flops timing: compute_s = samples x train FLOPs per sample / device FLOP/s, exactly."""
+    clients = tiny.clients
+    speed = 2e10  # phone_midrange
+    expected = clients["samples"] * tiny.info["train_flops_per_sample"] / speed
+    np.testing.assert_allclose(clients["compute_s"], expected, rtol=1e-12)
+
+
+def test_measured_timing_scales_host_seconds():
+    """measured timing: compute_s = host training seconds x measured_scale."""
+    res = engine.run(config("tiny", "compute.timing=measured", "compute.measured_scale=3.0"))
+    np.testing.assert_allclose(res.clients["compute_s"], 3.0 * res.clients["host_train_s"],
+                               rtol=1e-12)
+    assert (res.clients["compute_s"] > 0).all()
