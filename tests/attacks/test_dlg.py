@@ -34,6 +34,31 @@ def test_idlg_recovers_one_digit():
     assert rows[0]["cfg_outer_steps"] == 300  # the config is recorded in the result row
 
 
+def test_idlg_restarts_keep_the_lowest_gradient_loss():
+    from support import lenet, mnist_digits
+
+    from fedsim.attacks import GradientForwardModel, observe
+
+    images, labels = mnist_digits()
+    x, y = torch.tensor(images[3:4]), torch.tensor(labels[3:4])
+    fm = GradientForwardModel(lenet(5))
+    obs = Observation(observe(fm, x, y), fm, tuple(x.shape), 10)
+    short = dataclasses.replace(IDLG, outer_steps=3)
+    single = dlg_attack(obs, short, seed=2)
+    multi = dlg_attack(obs, dataclasses.replace(short, restarts=3), seed=2)
+    scores = multi.extras["restart_scores"]
+    assert len(scores) == 3 and multi.final_grad_loss == min(scores)
+    assert multi.extras["best_restart"] == scores.index(min(scores))
+    assert scores[0] == single.final_grad_loss  # restart 0 is the single-start run, draw for draw
+    assert len(set(scores)) == 3  # the starts differ
+    assert multi.record()["cfg_restarts"] == 3 and single.record()["cfg_restarts"] == 1
+    x.fill_(0.5)  # corrupt the ground truth after observing: the choice may not change
+    again = dlg_attack(obs, dataclasses.replace(short, restarts=3), seed=2)
+    assert torch.equal(again.reconstruction, multi.reconstruction)
+    with pytest.raises(ValueError, match="restarts"):
+        dataclasses.replace(IDLG, restarts=0)
+
+
 def test_known_labels_must_be_declared():
     obs = Observation((torch.zeros(1),), None, (1, 1, 28, 28), 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="label strategy"):

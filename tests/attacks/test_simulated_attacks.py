@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +15,7 @@ from fedsim.engine import run
 from fedsim.keynet import encrypt_input
 from fedsim.scenario import ScenarioError, build_scenario
 from tests.attacks.support import lenet, mnist_digits
-from tests.attacks.test_adapters import SHAPE, _train, permutation_domain
+from tests.attacks.test_adapters import SHAPE, _cos, _IdentityEnn, _train, permutation_domain
 
 BASE = {
     "seed": 0, "rounds": 1,
@@ -61,10 +61,12 @@ def test_bad_attack_block_is_one_line_exit_2(tmp_path):
 
 
 CAP = 40.0  # dB: reconstructions above this are pixel-exact for 8-bit images
+#: iDLG with three seeded random starts, the best chosen by final gradient loss only.
+IDLG3 = dataclasses.replace(IDLG, restarts=3)
 
 
-def _idlg_psnr(obs, truth, labels):
-    result = dlg_attack(obs, IDLG, seed=0)
+def _idlg_psnr(obs, truth, labels, config=IDLG3):
+    result = dlg_attack(obs, config, seed=0)
     return evaluate(result.reconstruction, truth, Normalization(), result.labels, labels)
 
 
@@ -73,12 +75,13 @@ def test_keynet_claim_permutation_keys():
     """No keys: x̂ is recovered as well as x in plain; against x it is no better than baselines;
     a compromised key agent decrypts and does as well as plain FedAvg.
 
-    PSNRs are capped at 40 dB: beyond that both reconstructions are exact and the value only
-    reflects where L-BFGS crossed the 1e-6 stop, and iDLG's random start (the same seed, but
-    drawn in encrypted vs plain coordinates) occasionally fails in either domain, so the
-    encrypted-vs-plain gap is compared as a median over targets."""
+    Every target is compared on its own (same seed, same restarts, both domains): iDLG runs
+    from 3 seeded random starts and keeps the one with the lowest gradient loss, so a single
+    unlucky start in one domain does not decide the comparison.  PSNRs are capped at 40 dB:
+    above it both reconstructions are pixel-exact and the value only reflects where L-BFGS
+    crossed the 1e-6 stop."""
     x_all, y_all = mnist_digits()
-    gaps, vs_real, baselines, key_gaps = [], [], [], []
+    rows = []
     for i in range(5):
         model = lenet(10 + i)
         x = torch.from_numpy(x_all[i:i + 1]).float()
@@ -92,33 +95,73 @@ def test_keynet_claim_permutation_keys():
         enc_obs = adapters.encrypted_observation(adapters.EncryptedLayout.from_domain(dom), wire0,
                                                  dwire, 0.05, SHAPE, 10, Normalization())
         x_enc = encrypt_input(dom.image_key, x).reshape(SHAPE)
-        result = dlg_attack(enc_obs, IDLG, seed=0)
+        result = dlg_attack(enc_obs, IDLG3, seed=0)
+        assert result.record()["cfg_restarts"] == 3
         vs_enc = evaluate(result.reconstruction, x_enc, Normalization(), result.labels, y)
         real = evaluate(result.reconstruction, x, Normalization(), result.labels, y,
                         x.new_full(x.shape[1:], float(x_all.mean())))
-        gaps.append(min(vs_enc.psnr_db[0], CAP) - min(plain.psnr_db[0], CAP))
-        vs_real.append(real.psnr_db[0])
-        baselines.append(max(real.zero_image_psnr_db[0], real.mean_image_psnr_db[0]))
         s0, s1 = dom.from_wire(wire0), dom.from_wire(wire0 + dwire)
         decrypted = torch.cat([(s1[k] - s0[k]).reshape(-1) for k in s0])
         keyed = _idlg_psnr(adapters.update_observation(model, decrypted, 0.05, [torch.arange(1)],
                                                        SHAPE, 10, Normalization()), x, y)
-        key_gaps.append(min(keyed.psnr_db[0], CAP) - min(plain.psnr_db[0], CAP))
-    assert abs(np.median(gaps)) <= 1.0, gaps
-    assert all(v <= b + 2.0 for v, b in zip(vs_real, baselines)), (vs_real, baselines)
-    assert all(abs(g) <= 0.5 for g in key_gaps), key_gaps
+        rows.append({"target": i, "plain": plain.psnr_db[0], "enc_vs_enc": vs_enc.psnr_db[0],
+                     "enc_vs_real": real.psnr_db[0],
+                     "baseline": max(real.zero_image_psnr_db[0], real.mean_image_psnr_db[0]),
+                     "keyed": keyed.psnr_db[0]})
+    print("\nkeynet per-target PSNR (dB):", *rows, sep="\n  ")
+    for r in rows:
+        assert abs(min(r["enc_vs_enc"], CAP) - min(r["plain"], CAP)) <= 1.0, r
+        assert r["enc_vs_real"] <= r["baseline"] + 2.0, r
+        assert abs(min(r["keyed"], CAP) - min(r["plain"], CAP)) <= 0.5, r
 
 
 @pytest.mark.slow
 def test_enn_isolation_close_to_fedavg_when_decoding_is_good():
-    """Where an isolation decodes with cosine >= 0.9, PSNR is within 3 dB of plain FedAvg."""
-    cfgs = _cfg(fedavg={}, enn={"codec": {"kind": "enn", "ratio": 4, "scale": 31.0}})
-    adaptive = {"adversaries": [{"kind": "adaptive_server"}]}
-    fed, enn = (run(c.model_copy(update={"attack": c.attack.model_copy(update=adaptive)}))
-                for c in cfgs)
-    plain = fed.attacks.set_index("client")["psnr_db"].clip(upper=100)
+    """Where an isolation decodes with cosine >= 0.9, PSNR is within 3 dB of plain FedAvg.
+
+    fedsim's trained ENN never decodes one slot that well (cosine about 0.5 at best), so the
+    claim is shown through an exact stand-in decoder (the same lossless stand-in as the
+    adapters' consistency test: code = scaled chunk, decoder = slot mean): every isolation of
+    real client updates must then decode with cosine >= 0.9, and the attack on the isolated
+    update (iDLG, 3 restarts, same seed) must score within 3 dB of the attack on that client's
+    plain FedAvg update, PSNRs capped at 40 dB as in the KeyNet test.  The real ENN is run in
+    the simulation as well: its good rows (if any) are held to the same 3 dB, and for rows
+    below 0.9 nothing is claimed about PSNR."""
+    x_all, y_all = mnist_digits()
+    model = lenet(4)
+    x, y = torch.from_numpy(x_all[:3]).float(), torch.from_numpy(y_all[:3])
+    deltas = [_train(model, x[i:i + 1], y[i:i + 1], 0.05, [torch.arange(1)])[0] for i in range(3)]
+    codec = _IdentityEnn(slots=4)
+    payloads = [codec.encode(d) for d in deltas]
+    stand_in = []
+    for i in range(2):
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        plain = _idlg_psnr(adapters.update_observation(model, deltas[i], 0.05, [torch.arange(1)],
+                                                       SHAPE, 10, Normalization()), xi, yi)
+        for method in adapters.ISOLATIONS:
+            isolated = adapters.enn_isolate(codec, payloads, i, method, deltas[i].numel())
+            obs = adapters.update_observation(model, isolated, 0.05, [torch.arange(1)], SHAPE,
+                                              10, Normalization())
+            cos = _cos(obs.forward_model(xi.double(), yi), obs.target)
+            stand_in.append({"client": i, "isolation": method, "obs_cosine": cos,
+                             "psnr_db": _idlg_psnr(obs, xi, yi).psnr_db[0],
+                             "plain_psnr_db": plain.psnr_db[0]})
+    print("\nENN stand-in decoder:", *stand_in, sep="\n  ")
+    good = [r for r in stand_in if r["obs_cosine"] >= 0.9]
+    assert len(good) == len(stand_in) == 6, stand_in  # decoding is good: the claim is tested
+    for r in good:
+        assert abs(min(r["psnr_db"], CAP) - min(r["plain_psnr_db"], CAP)) <= 3.0, r
+
+    attack = {**BASE["attack"], "adversaries": [{"kind": "adaptive_server"}]}
+    schemes = {"fedavg": {}, "enn": {"codec": {"kind": "enn", "ratio": 4, "scale": 31.0}}}
+    fed, enn = (run(c) for c in build_scenario({**BASE, "attack": attack, "schemes": schemes},
+                                               "test").runs)
+    plain_sim = fed.attacks.set_index("client")["psnr_db"]
     rows = enn.attacks[enn.attacks["status"] == "attacked"]
     assert set(rows["isolation"]) == {"zero", "silent", "loo"}
-    good = rows[rows["obs_cosine"] >= 0.9]
-    for _, r in good.iterrows():
-        assert abs(min(r["psnr_db"], 100) - plain[r["client"]]) <= 3.0
+    print("real ENN:", rows[["client", "isolation", "obs_cosine", "psnr_db"]].to_string(),
+          "plain FedAvg:", plain_sim.to_string(), sep="\n")
+    assert rows["obs_cosine"].notna().all()
+    for _, r in rows[rows["obs_cosine"] >= 0.9].iterrows():
+        assert abs(min(r["psnr_db"], CAP) - min(plain_sim[r["client"]], CAP)) <= 3.0, r
+    # rows with obs_cosine < 0.9: decoding is poor and no PSNR claim is made for them
