@@ -23,7 +23,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from fedsim.attacks.observation import (
     GradientForwardModel,
@@ -31,6 +30,7 @@ from fedsim.attacks.observation import (
     Observation,
     _model_copy,
     label_loss,
+    unrolled_sgd_delta,
 )
 
 Isolation = Literal["zero", "silent", "loo"]
@@ -72,13 +72,7 @@ class ScheduledSgdForwardModel:
         self._start = {n: p.detach() for n, p in self.model.named_parameters()}
 
     def __call__(self, inputs: Tensor, labels: Tensor) -> list[Tensor]:
-        params = {k: v.clone().requires_grad_(True) for k, v in self._start.items()}
-        for rows in self.schedule:
-            logits = functional_call(self.model, params, (inputs[rows],))
-            loss = label_loss(logits, labels[rows])
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            params = {k: p - self.lr * g for (k, p), g in zip(params.items(), grads)}
-        return [params[k] - self._start[k] for k in self._start]
+        return unrolled_sgd_delta(self.model, self._start, self.lr, inputs, labels, self.schedule)
 
     def as_gradients(self, observed: Sequence[Tensor]) -> list[Tensor] | None:
         """``−Δ / (lr·K)``: the mean-gradient approximation."""

@@ -10,7 +10,7 @@ encrypted-domain gradient or an ENN-isolated update.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -157,6 +157,18 @@ class GradientForwardModel:
         return {"kind": "gradient", "dtype": str(self.dtype).removeprefix("torch.")}
 
 
+def unrolled_sgd_delta(model: nn.Module, start: dict[str, Tensor], lr: float, inputs: Tensor,
+                       labels: Tensor, batches: Iterable[slice | Tensor]) -> list[Tensor]:
+    """``θ_K − θ_0`` of plain SGD from ``start`` over the given row batches, differentiable in the inputs."""
+    params = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+    for rows in batches:
+        logits = functional_call(model, params, (inputs[rows],))
+        loss = label_loss(logits, labels[rows])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        params = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+    return [params[k] - start[k] for k in start]
+
+
 class UnrolledFedAvgForwardModel:
     """Weight difference ``θ_K − θ_0`` after ``steps`` local SGD steps (FedAvg observation).
 
@@ -194,17 +206,12 @@ class UnrolledFedAvgForwardModel:
         self._start = {n: p.detach() for n, p in self.model.named_parameters()}
 
     def __call__(self, inputs: Tensor, labels: Tensor) -> list[Tensor]:
-        params = {k: v.clone().requires_grad_(True) for k, v in self._start.items()}
         n = inputs.shape[0]
         size = n if self.batch_size == 0 else self.batch_size
         n_batches = max(n // size, 1)
-        for step in range(self.steps):
-            lo = (step % n_batches) * size
-            logits = functional_call(self.model, params, (inputs[lo : lo + size],))
-            loss = label_loss(logits, labels[lo : lo + size])
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            params = {k: p - self.lr * g for (k, p), g in zip(params.items(), grads)}
-        return [params[k] - self._start[k] for k in self._start]
+        batches = (slice((step % n_batches) * size, (step % n_batches + 1) * size)
+                   for step in range(self.steps))
+        return unrolled_sgd_delta(self.model, self._start, self.lr, inputs, labels, batches)
 
     def as_gradients(self, observed: Sequence[Tensor]) -> list[Tensor] | None:
         """``−Δ / (lr·K)``: exact for one step, the mean-gradient approximation for several."""

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from keynet_nets import LENET_INPUT, make_lenet, perturbed_state
+from keynet_nets import LENET_INPUT, perturbed_state
 
 from fedsim.domain import float_entries
 from fedsim.keynet.domain import KeyNetDomain, make_keys
@@ -16,16 +16,6 @@ from fedsim.keynet.plan import plan_network
 from fedsim.keynet.report import nnz_table, size_table
 
 ALPHAS = [1, 2, 4]
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    return make_lenet()
-
-
-@pytest.fixture(scope="module")
-def plan(lenet):
-    return plan_network(lenet, LENET_INPUT)
 
 
 @pytest.fixture(scope="module", params=ALPHAS)

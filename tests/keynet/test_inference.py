@@ -15,16 +15,6 @@ from fedsim.keynet.plan import plan_network
 
 
 @pytest.fixture(scope="module")
-def lenet():
-    return make_lenet()
-
-
-@pytest.fixture(scope="module")
-def plan(lenet):
-    return plan_network(lenet, LENET_INPUT)
-
-
-@pytest.fixture(scope="module")
 def images():
     return torch.randn(16, *LENET_INPUT, generator=torch.Generator().manual_seed(0))
 
