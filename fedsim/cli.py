@@ -6,12 +6,14 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 import torch
 
 from fedsim.data import DataError
+from fedsim.placement import DEVICE_PATTERN, DeviceUnavailableError
 from fedsim.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger("fedsim")
@@ -28,14 +30,24 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--scheme", action="append", default=[],
                    help="run only this scheme (repeatable)")
+    p.add_argument("--device", metavar="DEVICE", type=_torch_device,
+                   help="torch device for training: auto, cpu, cuda, cuda:N or guard "
+                        "(sets compute.torch_device; simulated times and bytes do not change)")
     p.set_defaults(func=cmd_run)
+
+
+def _torch_device(value: str) -> str:
+    if not re.match(DEVICE_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not auto, cpu, cuda, cuda:N or guard")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.engine import run
     from fedsim.results import format_summary, summary, write_results
 
-    scenario = load_scenario(args.scenario, args.overrides)
+    overrides = args.overrides + ([f"compute.torch_device={args.device}"] if args.device else [])
+    scenario = load_scenario(args.scenario, overrides)
     runs = scenario.runs
     if args.scheme:
         unknown = sorted(set(args.scheme) - {r.scheme for r in runs})
@@ -108,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ScenarioError, DataError) as exc:
+    except (ScenarioError, DataError, DeviceUnavailableError) as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

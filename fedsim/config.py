@@ -157,6 +157,9 @@ class ComputeConfig(Strict):
 
     timing: Literal["flops", "measured"] = "flops"
     device: str | None = "phone_midrange"
+    #: where the host trains (fedsim/placement.py): auto | cpu | cuda | cuda:N | guard. Simulated
+    #: times and bytes never depend on it; weights may differ by float order between devices.
+    torch_device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|guard)$")] = "auto"
     flops_per_s: PerClient | None = None
     measured_scale: PosFloat = 1.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from fedsim.nodes.client import Client, ComputeModel, LocalWork, SharedLearner
 from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings, client_name
+from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
-from fedsim.training import default_device, evaluate
+from fedsim.training import evaluate
 
 
 class SimulationError(RuntimeError):
@@ -74,11 +76,12 @@ def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
 def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     """Simulate one run and return its tables."""
     torch.use_deterministic_algorithms(True, warn_only=True)
+    placement = resolve_placement(cfg.compute.torch_device)
     data = get_dataset(cfg)
+    # The architecture on the host: FLOP counting, KeyNet planning and the attack harness read
+    # it there; training uses a copy on the run's device.
     model = build_initial_model(cfg, data)
     input_shape = tuple(data.x_train.shape[1:])
-    device = default_device()
-    model.to(device)
     try:
         parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
                           rng=numpy_rng(cfg.seed, "partition"),
@@ -86,9 +89,10 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
                           alpha=cfg.data.partition.alpha)
     except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
         raise DataError(f"partition: {exc}") from None
-    learner = SharedLearner(model, data.x_train.to(device), data.y_train.to(device),
-                            train_flops_per_sample(model, input_shape))
-    initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    learner = SharedLearner(placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
+                            placement.tensor(data.y_train), train_flops_per_sample(model, input_shape),
+                            placement)
 
     env = simpy.Environment()
     network = Network(env)
@@ -155,17 +159,19 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         env.process(c.run())
     env.process(server.run())
 
-    evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress)
+    evals = _drive(env, server, recorder, cfg, learner.model, data, placement, crypto.eval_domain,
+                   progress)
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
-        "wire_numel": crypto.eval_domain.numel, "device": str(device),
+        "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
 
 
-def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progress) -> dict:
+def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain,
+           progress) -> dict:
     """Step the simulation; evaluate each new global model as the server publishes it."""
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    x_test, y_test = placement.tensor(data.x_test), placement.tensor(data.y_test)
     evals: dict[int, tuple[float, float, float]] = {}
     bar = tqdm(total=cfg.rounds, disable=not progress, desc=cfg.scheme, unit="round", leave=False)
     while not server.done.triggered:
@@ -178,8 +184,7 @@ def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progres
             if rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0:
                 continue
             h0 = time.perf_counter()
-            model.load_state_dict({k: v.to(device) for k, v in eval_domain.from_wire(wire).items()},
-                                  strict=False)
+            model.load_state_dict(eval_domain.from_wire(wire), strict=False)
             acc, loss = evaluate(model, x_test, y_test)
             evals[rnd] = (acc, loss, time.perf_counter() - h0)
             if rnd:

@@ -9,11 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass(frozen=True)
 class LocalTrainResult:
     """What one client's local training did."""
@@ -41,22 +36,28 @@ def batch_schedule(n: int, *, batch_size: int, epochs: int | None, steps: int | 
             return batches
 
 
-def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], *,
+def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor] | tuple[torch.Tensor, ...], *,
                 lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> LocalTrainResult:
-    """Minibatch SGD on ``(x, y)`` over the given index batches, in place on ``model``."""
+    """Minibatch SGD on ``(x, y)`` over the given index batches, in place on ``model``.
+
+    ``batches`` must already be where ``x`` is (see :meth:`fedsim.placement.Placement.tensor`):
+    the loop never copies to the device or reads a value back, so on CUDA the host only queues
+    kernels; the mean loss is read once, at the end.
+    """
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    total, samples = torch.zeros((), device=x.device), 0
+    total, samples = None, 0  # summed loss, kept on the device
     for idx in batches:
-        idx = idx.to(x.device)
         xb, yb = x[idx], y[idx]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
-        total += loss.detach() * len(idx)
+        weighted = loss.detach() * len(idx)
+        total = weighted if total is None else total + weighted
         samples += len(idx)
-    return LocalTrainResult(len(batches), samples, float(total) / max(samples, 1))
+    mean_loss = float(total) / samples if total is not None else 0.0
+    return LocalTrainResult(len(batches), samples, mean_loss)
 
 
 @torch.no_grad()
@@ -64,10 +65,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1000) -> tuple[float, float]:
     """Return (accuracy in [0, 1], mean cross-entropy loss) of ``model`` on ``(x, y)``."""
     model.eval()
-    correct, loss = 0, 0.0
+    losses, hits = [], []
     for start in range(0, len(y), batch_size):
         out = model(x[start:start + batch_size])
         yb = y[start:start + batch_size]
-        loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return correct / len(y), loss / len(y)
+        losses.append(F.cross_entropy(out, yb, reduction="sum").double())
+        hits.append((out.argmax(1) == yb).sum())
+    return int(torch.stack(hits).sum()) / len(y), float(torch.stack(losses).sum()) / len(y)

@@ -24,6 +24,7 @@ from fedsim.domain import PlainDomain
 from fedsim.engine import build_initial_model, get_dataset, run
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.server import Server, ServerSettings
+from fedsim.placement import resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.results import write_results
 from fedsim.rng import numpy_rng, seed_for, torch_generator
@@ -99,7 +100,9 @@ def test_fedpaq_step_is_mean_of_client_deltas(monkeypatch, codec):
     assert clients["status"].eq("aggregated").sum() == 2
 
     data = get_dataset(cfg)
-    model = build_initial_model(cfg, data)
+    place = resolve_placement(result.info["torch_device"])  # the run's device: same kernels
+    model = place.module(build_initial_model(cfg, data))
+    x, y = place.tensor(data.x_train), place.tensor(data.y_train)
     domain = PlainDomain(model.state_dict())
     assert torch.equal(domain.to_wire(model.state_dict()), x0)
     parts = partition(data.y_train.numpy(), cfg.data.num_clients, "iid",
@@ -111,7 +114,7 @@ def test_fedpaq_step_is_mean_of_client_deltas(monkeypatch, codec):
         batches = batch_schedule(len(idx), batch_size=cfg.training.batch_size, epochs=None,
                                  steps=3, generator=torch_generator(cfg.seed, "client", cid,
                                                                      "batches", 1))
-        res = train_local(model, data.x_train, data.y_train, [idx[b] for b in batches],
+        res = train_local(model, x, y, [place.tensor(idx[b]) for b in batches],
                           lr=cfg.training.lr)
         assert res.steps == 3
         total += 0.5 * (domain.to_wire(model.state_dict()) - x0).double()

@@ -16,6 +16,7 @@ from fedsim.domain import PlainDomain, WeightDomain
 from fedsim.message import Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
+from fedsim.placement import Placement
 from fedsim.recorder import Recorder
 from fedsim.rng import seed_for, torch_generator
 from fedsim.training import batch_schedule, train_local
@@ -42,6 +43,7 @@ class SharedLearner:
     x: torch.Tensor
     y: torch.Tensor
     train_flops_per_sample: float
+    placement: Placement
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ class Client:
         batches = batch_schedule(self.num_samples, batch_size=self.work.batch_size,
                                  epochs=self.work.epochs, steps=self.work.steps,
                                  generator=torch_generator(self.seed, "client", self.cid, "batches", rnd))
-        batches = [self.indices[b] for b in batches]
+        # one host-to-device copy per client-round; the batches are views of it
+        order = self.learner.placement.tensor(self.indices[torch.cat(batches)])
+        batches = order.split([len(b) for b in batches])
         # dropout draws from the global RNG: seed it per (client, round), not by event order
         x = self.learner.x
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
