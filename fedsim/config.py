@@ -162,6 +162,11 @@ class ComputeConfig(Strict):
     torch_device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|guard)$")] = "auto"
     flops_per_s: PerClient | None = None
     measured_scale: PosFloat = 1.0
+    #: local training of a round's clients: ``batched`` (one vectorized computation per cohort,
+    #: fedsim/trainers.py) or ``sequential`` (one client at a time, the reference path)
+    trainer: Literal["batched", "sequential"] = "batched"
+    #: clients trained together at most (bounds the batched trainer's memory)
+    max_batch_clients: PosInt = 32
 
     @field_validator("device")
     @classmethod

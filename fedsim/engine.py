@@ -24,13 +24,14 @@ from fedsim.flops import train_flops_per_sample
 from fedsim.models import build_model
 from fedsim.network import Link, Network
 from fedsim.nodes.availability import Availability
-from fedsim.nodes.client import Client, ComputeModel, LocalWork, SharedLearner
+from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings, client_name
 from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
+from fedsim.trainers import BatchedTrainer, ClientJob, LocalWork, SequentialTrainer, Trainer
 from fedsim.training import evaluate
 
 
@@ -90,9 +91,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
         raise DataError(f"partition: {exc}") from None
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    learner = SharedLearner(placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
-                            placement.tensor(data.y_train), train_flops_per_sample(model, input_shape),
-                            placement)
+    flops_per_sample = train_flops_per_sample(model, input_shape)
 
     env = simpy.Environment()
     network = Network(env)
@@ -129,6 +128,11 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
+    jobs = {cid: ClientJob(torch.as_tensor(parts[cid], dtype=torch.long),
+                           harness.client_work(cid, work) if harness is not None else work)
+            for cid in range(n)}
+    trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
+                       placement.tensor(data.y_train), placement, jobs, work)
     clients = []
     for cid in range(n):
         name = client_name(cid)
@@ -140,8 +144,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         router.connect(name, KeyAgent.name, [up, ka_in])
         router.connect(KeyAgent.name, name, [ka_out, down])
         clients.append(Client(
-            env, router, inbox, cid, torch.as_tensor(parts[cid], dtype=torch.long), learner,
-            harness.client_work(cid, work) if harness is not None else work,
+            env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
@@ -152,20 +155,31 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
                     availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
-                    crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast)
+                    crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
+                    on_dispatch=trainer.cohort)
     if crypto.key_payload is not None:
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
     for c in clients:
         env.process(c.run())
     env.process(server.run())
 
-    evals = _drive(env, server, recorder, cfg, learner.model, data, placement, crypto.eval_domain,
+    evals = _drive(env, server, recorder, cfg, trainer.model, data, placement, crypto.eval_domain,
                    progress)
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
-        "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
+        "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
+        "trainer": type(trainer).__name__,
         "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
+
+
+def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             placement: Placement, jobs: dict[int, ClientJob], work: LocalWork) -> Trainer:
+    """The run's local-training service (``compute.trainer``)."""
+    if cfg.compute.trainer == "batched":
+        return BatchedTrainer(model, x, y, placement, jobs, cfg.seed, work,
+                              cfg.compute.max_batch_clients)
+    return SequentialTrainer(model, x, y, placement, jobs, cfg.seed)
 
 
 def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain,

@@ -37,6 +37,7 @@ from fedsim.config import AttackConfig, EavesdropperConfig, RunConfig
 from fedsim.message import Message
 from fedsim.network import Link
 from fedsim.rng import seed_for, torch_generator
+from fedsim.trainers import LocalWork
 from fedsim.training import batch_schedule
 from fedsim.wire import unpack_vector
 
@@ -126,8 +127,6 @@ class AttackHarness:
     def _truth(self, cid: int, rnd: int) -> tuple[Tensor, Tensor, list[Tensor], Any]:
         """Private inputs (first-use order), labels, per-step rows, and the client's work."""
         base = self.cfg.training
-        from fedsim.nodes.client import LocalWork
-
         work = self.client_work(cid, LocalWork(base.local_epochs, base.local_steps, base.batch_size,
                                                base.lr, base.momentum, base.weight_decay))
         indices = torch.as_tensor(self.parts[cid], dtype=torch.long)

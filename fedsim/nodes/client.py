@@ -9,41 +9,16 @@ from dataclasses import dataclass
 
 import simpy
 import torch
-from torch import nn
 
 from fedsim.codecs.base import UpdateCodec
 from fedsim.domain import PlainDomain, WeightDomain
 from fedsim.message import Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
-from fedsim.placement import Placement
 from fedsim.recorder import Recorder
-from fedsim.rng import seed_for, torch_generator
-from fedsim.training import batch_schedule, train_local
+from fedsim.rng import seed_for
+from fedsim.trainers import Trainer
 from fedsim.wire import pack_vector, unpack_vector
-
-
-@dataclass(frozen=True)
-class LocalWork:
-    """Local-training settings shared by all clients of a run."""
-
-    epochs: int | None
-    steps: int | None
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-
-
-@dataclass
-class SharedLearner:
-    """The one model object and the device-resident training data that all clients reuse."""
-
-    model: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
-    train_flops_per_sample: float
-    placement: Placement
 
 
 @dataclass(frozen=True)
@@ -62,7 +37,7 @@ class Client:
     """One FL client: a SimPy process that owns its data indices, keys and random streams."""
 
     def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, cid: int,
-                 indices: torch.Tensor, learner: SharedLearner, work: LocalWork,
+                 trainer: Trainer, num_samples: int, train_flops_per_sample: float,
                  compute: ComputeModel, codec: UpdateCodec, availability: Availability,
                  recorder: Recorder, seed: int, domain: WeightDomain | None,
                  domain_from_key: Callable[[bytes, bytes | None], WeightDomain] | None = None,
@@ -70,7 +45,8 @@ class Client:
                  pre_codec: UpdateCodec | None = None):
         self.env, self.router, self.inbox, self.cid = env, router, inbox, cid
         self.name = f"client/{cid}"
-        self.indices, self.learner, self.work, self.compute = indices, learner, work, compute
+        self.trainer, self.compute = trainer, compute
+        self.num_samples, self.train_flops_per_sample = num_samples, train_flops_per_sample
         self.codec, self.availability, self.recorder, self.seed = codec, availability, recorder, seed
         self.domain = domain
         self._domain_from_key = domain_from_key
@@ -79,10 +55,6 @@ class Client:
         # lossy codec run on the plaintext update before encryption (KeyNet + QSGD)
         self.pre_codec = pre_codec
         self._held: deque[Message] = deque()  # round messages that arrived during set-up
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.indices)
 
     def run(self):
         """Fetch keys if the scheme needs them, send the initial model if asked, then serve rounds."""
@@ -126,29 +98,16 @@ class Client:
         global_wire = unpack_vector(msg.payload)
         global_state = self.domain.from_wire(global_wire)
         host_crypto = time.perf_counter() - h0
-        model = self.learner.model
-        model.load_state_dict(global_state, strict=False)
-        batches = batch_schedule(self.num_samples, batch_size=self.work.batch_size,
-                                 epochs=self.work.epochs, steps=self.work.steps,
-                                 generator=torch_generator(self.seed, "client", self.cid, "batches", rnd))
-        # one host-to-device copy per client-round; the batches are views of it
-        order = self.learner.placement.tensor(self.indices[torch.cat(batches)])
-        batches = order.split([len(b) for b in batches])
-        # dropout draws from the global RNG: seed it per (client, round), not by event order
-        x = self.learner.x
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(seed_for(self.seed, "client", self.cid, "dropout", rnd))
-            result = train_local(model, x, self.learner.y, batches, lr=self.work.lr,
-                                 momentum=self.work.momentum, weight_decay=self.work.weight_decay)
-        host_train = time.perf_counter() - h0 - host_crypto
-        # The model object is shared by all clients: take this client's update out of it now,
-        # before the simulated compute time lets another client train on it.
+        outcome = self.trainer.train(self.cid, rnd, global_state)
+        result, state, host_train = outcome.result, outcome.state, outcome.host_seconds
+        # The trained state may live in a model shared by all clients: take this client's update
+        # out of it now, before the simulated compute time lets another client train on it.
         h1 = time.perf_counter()
         seed, slot = seed_for(self.seed, "client", self.cid, "codec", rnd), msg.meta.get("slot", 0)
         pre_metrics = {}
         if self.pre_codec is not None:  # quantize the plaintext update, encrypt its dequantization
             plain = PlainDomain(global_state)
-            pre = self.pre_codec.encode(plain.to_wire(model.state_dict()) - plain.to_wire(global_state),
+            pre = self.pre_codec.encode(plain.to_wire(state) - plain.to_wire(global_state),
                                         seed=seed, slot=slot)
             pre_metrics = {**{f"plain_{k}": v for k, v in pre.metrics.items()},
                            "bytes_plain_codec": len(pre.payload)}
@@ -157,11 +116,11 @@ class Client:
             delta = self.domain.encrypt_delta(q)
         else:
             h2 = time.perf_counter()
-            delta = self.domain.to_wire(model.state_dict()) - global_wire
+            delta = self.domain.to_wire(state) - global_wire
         host_crypto += time.perf_counter() - h2
         encoded = self.codec.encode(delta, seed=seed, slot=slot)
         row["host_encode_s"] = time.perf_counter() - h1
-        compute_s = self.compute.seconds(result.samples * self.learner.train_flops_per_sample, host_train)
+        compute_s = self.compute.seconds(result.samples * self.train_flops_per_sample, host_train)
         crypto_flops = sum(self.domain.crypto_flops)
         crypto_s = self.compute.seconds(crypto_flops, host_crypto) if crypto_flops else 0.0
         row.update(compute_s=compute_s, crypto_s=crypto_s, host_crypto_s=host_crypto,

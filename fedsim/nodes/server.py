@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import simpy
@@ -49,7 +50,8 @@ class Server:
     def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, codec: UpdateCodec,
                  settings: ServerSettings, sample_counts: dict[int, int], availability: Availability,
                  recorder: Recorder, initial: torch.Tensor | None, numel: int,
-                 init_broadcast: bytes | None = None):
+                 init_broadcast: bytes | None = None,
+                 on_dispatch: Callable[[int, list[int]], None] | None = None):
         self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
         self.settings, self.sample_counts = settings, sample_counts
         self.availability, self.recorder = availability, recorder
@@ -60,6 +62,8 @@ class Server:
         self._set_up: set[int] = set()
         self.done = env.event()
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
+        # engine hook: called with (round, selected clients in slot order) before the broadcast
+        self._on_dispatch = on_dispatch
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
@@ -90,6 +94,8 @@ class Server:
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
         selected = self.select(rnd)
+        if self._on_dispatch is not None:
+            self._on_dispatch(rnd, selected)
         payload = pack_vector(self.global_wire)
         for slot, cid in enumerate(selected):
             if self._setup_payload is not None and cid not in self._set_up:
