@@ -3,10 +3,12 @@
 For each case (a scenario's first scheme), three variants train the same samples on the same
 device:
 
-* ``fedsim_sequential``: ``fedsim.engine.run`` for ``--rounds`` rounds; per-step time is the
-  clients' summed ``host_train_s`` over their summed steps (rounds after the first, which pays
-  for warm-up, when there are several); ``round_samples_per_s`` also counts everything else a
-  round does on the host (serialization, codecs, the event loop).
+* ``fedsim_sequential``, ``fedsim_batched`` and (with ``--compile``) ``fedsim_batched_compiled``:
+  ``fedsim.engine.run`` for ``--rounds`` rounds with ``compute.trainer`` sequential or batched
+  (``training.compile: true``); per-step time is the clients' summed ``host_train_s`` over their
+  summed steps (rounds after the first, which pays for warm-up and compilation, when there are
+  several); ``round_samples_per_s`` also counts everything else a round does on the host
+  (serialization, codecs, the event loop).
 * ``bare_eager``: the same clients, the same index batches (fedsim's seeds) and SGD settings in a
   plain PyTorch loop with device-resident data and indices: no simulation, no messages.
 * ``ceiling``: one model, one pass over the same number of samples at ``--ceiling-batch``: what
@@ -52,6 +54,14 @@ COLUMNS = ["case", "device", "variant", "batch_size", "clients", "steps", "sampl
 def _sync(place: Placement) -> None:
     if place.is_cuda:
         torch.cuda.synchronize(place.device)
+
+
+#: fedsim variants: name -> scenario overrides
+VARIANTS = {
+    "fedsim_sequential": ["compute.trainer=sequential"],
+    "fedsim_batched": ["compute.trainer=batched"],
+    "fedsim_batched_compiled": ["compute.trainer=batched", "training.compile=true"],
+}
 
 
 def fedsim_rows(cfg: RunConfig) -> dict:
@@ -143,6 +153,8 @@ def main() -> None:
                         help="training images per case (default: all on CUDA; on a CPU 2,000, "
                              "or 256 for mobilenet)")
     parser.add_argument("--ceiling-batch", type=int, default=1024)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time fedsim_batched_compiled (slow to compile on a CPU)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads")
     parser.add_argument("--out", default="benchmarks/results/gpu_throughput.csv")
     args = parser.parse_args()
@@ -162,7 +174,9 @@ def main() -> None:
         except DataError as exc:
             print(f"{case}: skipped ({exc})")
             continue
-        measured = {"fedsim_sequential": fedsim_rows(cfg)}
+        variants = [v for v in VARIANTS if args.compile or "compiled" not in v]
+        measured = {v: fedsim_rows(next(r for r in load_scenario(path, sets + VARIANTS[v]).runs
+                                        if r.scheme == scheme)) for v in variants}
         timed = range(2, args.rounds + 1) if args.rounds > 1 else range(1, 2)
         measured["bare_eager"] = bare_rows(cfg, place, timed)
         measured["ceiling"] = ceiling_rows(cfg, place, measured["bare_eager"]["samples"],

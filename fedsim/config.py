@@ -104,6 +104,11 @@ class TrainingConfig(Strict):
     lr: PosFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    #: torch.compile the training step (CUDA graphs on CUDA); the first round pays compile time
+    compile: bool = False
+    #: ``bf16``: forward and loss under bfloat16 autocast (channels-last conv nets on the
+    #: sequential path). KeyNet's bit-exactness holds in fp32 only.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainingConfig:

@@ -31,7 +31,14 @@ from fedsim.nodes.server import Server, ServerSettings, client_name
 from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
-from fedsim.trainers import BatchedTrainer, ClientJob, LocalWork, SequentialTrainer, Trainer
+from fedsim.trainers import (
+    BatchedTrainer,
+    ClientJob,
+    Kernels,
+    LocalWork,
+    SequentialTrainer,
+    Trainer,
+)
 from fedsim.training import evaluate
 
 
@@ -176,10 +183,11 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
 def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
              placement: Placement, jobs: dict[int, ClientJob], work: LocalWork) -> Trainer:
     """The run's local-training service (``compute.trainer``)."""
+    kernels = Kernels(cfg.training.compile, cfg.training.precision)
     if cfg.compute.trainer == "batched":
         return BatchedTrainer(model, x, y, placement, jobs, cfg.seed, work,
-                              cfg.compute.max_batch_clients)
-    return SequentialTrainer(model, x, y, placement, jobs, cfg.seed)
+                              cfg.compute.max_batch_clients, kernels)
+    return SequentialTrainer(model, x, y, placement, jobs, cfg.seed, kernels)
 
 
 def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain,

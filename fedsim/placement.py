@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|guard)$"
 
@@ -58,6 +59,10 @@ class Placement:
     def module(self, model: nn.Module) -> nn.Module:
         """Move ``model``'s parameters and buffers onto the run's device (in place)."""
         return model.to(self.device)
+
+    def kernel(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a ``torch.func`` transform of device tensors) as it runs on the device."""
+        return fn
 
     def info(self) -> dict[str, Any]:
         """For run_info: the device and, on CUDA, the GPU's name."""
@@ -155,6 +160,20 @@ class GuardedPlacement(Placement):
                 if b is not None and not isinstance(b, DeviceTensor):
                     mod._buffers[name] = b.as_subclass(DeviceTensor)
         return model
+
+    def kernel(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``torch.func`` transforms drop tensor subclasses: check ``fn``'s tensor inputs at the
+        boundary (each must be on the device) and tag its outputs."""
+
+        def guarded(*args: Any) -> Any:
+            host = [tuple(t.shape) for t in tree_flatten(args)[0]
+                    if isinstance(t, torch.Tensor) and not isinstance(t, DeviceTensor)]
+            if host:
+                raise RuntimeError(f"device guard: a device kernel got host tensors of shape "
+                                   f"{host}")
+            return tree_map(_tag, fn(*args))
+
+        return guarded
 
     def info(self) -> dict[str, Any]:
         return {"torch_device": "guard"}

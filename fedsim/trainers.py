@@ -33,7 +33,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fedsim.placement import Placement
 from fedsim.rng import seed_for, torch_generator
-from fedsim.training import LocalTrainResult, batch_schedule, train_local
+from fedsim.training import LocalTrainResult, autocast, batch_schedule, train_local
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ class LocalWork:
     lr: float
     momentum: float
     weight_decay: float
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """How the host computes a training step (never what is simulated): ``compile`` wraps the
+    step in ``torch.compile`` (``reduce-overhead``, i.e. CUDA graphs, on CUDA); ``precision``
+    is ``fp32`` or ``bf16`` (autocast)."""
+
+    compile: bool = False
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,10 @@ class TrainOutcome:
 
 
 class Trainer(Protocol):
-    """What a client process asks of local training (both trainers below)."""
+    """What a client process asks of local training (both trainers below). ``model`` is the
+    device model the engine also evaluates the global model with."""
+
+    model: nn.Module
 
     def cohort(self, rnd: int, cids: Sequence[int]) -> None:
         """The server sent round ``rnd``'s global model to ``cids`` (in slot order)."""
@@ -90,9 +103,14 @@ class SequentialTrainer:
     """Trains each client on one shared model when it asks (the reference path)."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, placement: Placement,
-                 jobs: Mapping[int, ClientJob], seed: int):
+                 jobs: Mapping[int, ClientJob], seed: int, kernels: Kernels = Kernels()):
         self.model, self.x, self.y, self.placement = model, x, y, placement
-        self.jobs, self.seed = jobs, seed
+        self.jobs, self.seed, self.kernels = jobs, seed, kernels
+        if kernels.precision == "bf16" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            self.model = model.to(memory_format=torch.channels_last)
+            self.x = x.contiguous(memory_format=torch.channels_last)
+        if kernels.compile:
+            self.model.compile(mode=_compile_mode(placement))
 
     def cohort(self, rnd: int, cids: Sequence[int]) -> None:
         """The server sent round ``rnd``'s model to ``cids`` (nothing to prepare here)."""
@@ -112,7 +130,8 @@ class SequentialTrainer:
             torch.manual_seed(seed_for(self.seed, "client", cid, "dropout", rnd))
             w = job.work
             result = train_local(self.model, self.x, self.y, on_device, lr=w.lr,
-                                 momentum=w.momentum, weight_decay=w.weight_decay)
+                                 momentum=w.momentum, weight_decay=w.weight_decay,
+                                 precision=self.kernels.precision)
         return TrainOutcome(self.model.state_dict(), result, time.perf_counter() - h0)
 
 
@@ -125,10 +144,17 @@ class BatchedTrainer:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, placement: Placement,
-                 jobs: Mapping[int, ClientJob], seed: int, work: LocalWork, max_clients: int):
+                 jobs: Mapping[int, ClientJob], seed: int, work: LocalWork, max_clients: int,
+                 kernels: Kernels = Kernels()):
         self.model, self.x, self.y, self.placement = model, x, y, placement
         self.jobs, self.seed, self.work, self.max_clients = jobs, seed, work, max_clients
-        self.sequential = SequentialTrainer(model, x, y, placement, jobs, seed)
+        self.kernels = kernels
+        self.sequential = SequentialTrainer(model, x, y, placement, jobs, seed,
+                                            Kernels(precision=kernels.precision))
+        step = vmap(grad_and_value(self._loss), in_dims=(0, 0, 0, 0), randomness="different")
+        if kernels.compile:
+            step = torch.compile(step, mode=_compile_mode(placement))
+        self._step = placement.kernel(step)
         self._cohorts: dict[int, list[int]] = {}
         self._done: dict[tuple[int, int], TrainOutcome] = {}
         self._global: dict[int, torch.Tensor] = {}  # round -> flat global model it was trained from
@@ -171,7 +197,6 @@ class BatchedTrainer:
         momentum = {n: torch.zeros_like(v) for n, v in params.items()} if w.momentum else {}
         steps = self._step_groups(rnd, cids)
         loss_sum = self.placement.tensor(torch.zeros(k))
-        step_fn = vmap(grad_and_value(self._loss), in_dims=(0, 0, 0, 0), randomness="different")
         with torch.random.fork_rng(devices=[self.x.device] if self.placement.is_cuda else []):
             torch.manual_seed(seed_for(self.seed, "trainer", "dropout", rnd, chunk))
             self.model.train()
@@ -179,13 +204,13 @@ class BatchedTrainer:
                 for group in groups:
                     sel = None if len(group.members) == k else group.positions
                     p, b, m = (_take(d, sel) for d in (params, buffers, momentum))
-                    grads, loss = step_fn(p, b, self.x[group.rows], self.y[group.rows])
+                    grads, loss = self._step(p, b, self.x[group.rows], self.y[group.rows])
                     with torch.no_grad():
                         _sgd(p, grads, m, first=t == 0, work=w)
                         if sel is None:
-                            loss_sum += loss * group.rows.shape[1]
+                            loss_sum += loss.float() * group.rows.shape[1]
                         else:
-                            loss_sum[sel] += loss * group.rows.shape[1]
+                            loss_sum[sel] += loss.float() * group.rows.shape[1]
                             for n, v in {**p, **b}.items():
                                 stacks[n][sel] = v
                             for n, v in m.items():
@@ -201,7 +226,8 @@ class BatchedTrainer:
                 state, LocalTrainResult(len(taken), sum(taken), mean), seconds)
 
     def _loss(self, params, buffers, xb, yb):
-        return F.cross_entropy(functional_call(self.model, (params, buffers), (xb,)), yb)
+        with autocast(xb.device, self.kernels.precision):
+            return F.cross_entropy(functional_call(self.model, (params, buffers), (xb,)), yb)
 
     def _step_groups(self, rnd: int, cids: list[int]) -> list[list[_Group]]:
         """Per step, the groups of clients that share a batch size, largest batch first; their
@@ -240,6 +266,10 @@ class _Group:
     members: list[int]
     rows: torch.Tensor
     positions: torch.Tensor
+
+
+def _compile_mode(placement: Placement) -> str:
+    return "reduce-overhead" if placement.is_cuda else "default"
 
 
 def _take(stacked: dict[str, torch.Tensor], sel: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -36,13 +36,21 @@ def batch_schedule(n: int, *, batch_size: int, epochs: int | None, steps: int | 
             return batches
 
 
-def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor] | tuple[torch.Tensor, ...], *,
-                lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> LocalTrainResult:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward pass's precision context: bfloat16 autocast for ``bf16``, off for ``fp32``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                batches: list[torch.Tensor] | tuple[torch.Tensor, ...], *, lr: float,
+                momentum: float = 0.0, weight_decay: float = 0.0,
+                precision: str = "fp32") -> LocalTrainResult:
     """Minibatch SGD on ``(x, y)`` over the given index batches, in place on ``model``.
 
     ``batches`` must already be where ``x`` is (see :meth:`fedsim.placement.Placement.tensor`):
     the loop never copies to the device or reads a value back, so on CUDA the host only queues
-    kernels; the mean loss is read once, at the end.
+    kernels; the mean loss is read once, at the end. ``precision`` is ``fp32`` or ``bf16``
+    (forward and loss under bfloat16 autocast; weights and optimizer stay fp32).
     """
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -50,10 +58,11 @@ def train_local(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: lis
     for idx in batches:
         xb, yb = x[idx], y[idx]
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
+        with autocast(x.device, precision):
+            loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
-        weighted = loss.detach() * len(idx)
+        weighted = loss.detach().float() * len(idx)
         total = weighted if total is None else total + weighted
         samples += len(idx)
     mean_loss = float(total) / samples if total is not None else 0.0

@@ -129,3 +129,25 @@ def test_batched_runs_are_deterministic_with_dropout_and_overcommit():
     first, again = _tables_without_host(run(cfg)), _tables_without_host(run(cfg))
     for table in first:
         pd.testing.assert_frame_equal(first[table], again[table])
+
+
+@pytest.mark.parametrize("trainer", ["batched", "sequential"])
+def test_bf16_changes_host_arithmetic_not_the_timeline(trainer):
+    sets = [f"compute.trainer={trainer}", "training.batch_size=50"]
+    fp32 = run(load_scenario("scenarios/tiny.yaml", sets).runs[0])
+    bf16 = run(load_scenario("scenarios/tiny.yaml", [*sets, "training.precision=bf16"]).runs[0])
+    pd.testing.assert_frame_equal(bf16.messages, fp32.messages)
+    loss32, loss16 = fp32.clients["train_loss"], bf16.clients["train_loss"]
+    assert not loss16.equals(loss32)  # it did run in bfloat16
+    assert np.allclose(loss16, loss32, rtol=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["batched", "sequential"])
+def test_compiled_training_matches_eager(trainer):
+    sets = [f"compute.trainer={trainer}"]
+    eager = run(load_scenario("scenarios/tiny.yaml", sets).runs[0])
+    compiled = run(load_scenario("scenarios/tiny.yaml", [*sets, "training.compile=true"]).runs[0])
+    pd.testing.assert_frame_equal(compiled.messages, eager.messages)
+    assert np.allclose(compiled.clients["train_loss"], eager.clients["train_loss"], rtol=1e-4)
+    assert np.allclose(compiled.rounds["test_loss"], eager.rounds["test_loss"], rtol=1e-4)
