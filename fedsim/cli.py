@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from fedsim.data import DataError
+from fedsim.outdir import OutputError, check_output
 from fedsim.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger("fedsim")
@@ -44,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 f"(schemes: {', '.join(r.scheme for r in runs)})")
         runs = [r for r in runs if r.scheme in args.scheme]
     out = Path(args.out or Path("results") / scenario.name)
+    check_output(out, "run", inputs=[Path(args.scenario)])
     log.info("scenario %s: %d scheme(s) -> %s", scenario.name, len(runs), out)
     results = []
     for cfg in runs:
@@ -94,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with one line on stderr)."""
     parser = build_parser()
@@ -108,12 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ScenarioError, DataError) as exc:
+    except (ScenarioError, DataError, OutputError) as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fedsim: interrupted; no results written", file=sys.stderr)
         return 130
+    except Exception as exc:  # a defect or an environment failure: one line, traceback with -v
+        if args.verbose:
+            raise
+        print(f"fedsim: error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, shortened to 300 characters."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
 
 
 if __name__ == "__main__":

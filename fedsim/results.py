@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pandas as pd
 import yaml
 
 from fedsim.engine import RunResult
+from fedsim.outdir import publish
 
 TABLES = ("rounds", "clients", "messages", "histogram", "attacks")
 
@@ -68,13 +66,10 @@ def format_summary(table: pd.DataFrame) -> str:
 def write_results(out_dir: str | Path, resolved: dict, results: Sequence[RunResult]) -> Path:
     """Write every table (Parquet and CSV), the resolved scenario and the summary, atomically.
 
-    Files go to a temporary sibling folder that replaces ``out_dir`` only when complete, so an
-    interrupted or failed run never leaves a half-written folder.
+    The folder is built beside ``out_dir`` and swapped in only when complete (see
+    :mod:`fedsim.outdir`), so an interrupted or failed run never leaves a half-written folder.
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for table in TABLES:
             frame = concat(results, table)
             frame.to_parquet(tmp / f"{table}.parquet", index=False)
@@ -88,14 +83,4 @@ def write_results(out_dir: str | Path, resolved: dict, results: Sequence[RunResu
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (tmp / "run_info.json").write_text(json.dumps(
             {r.config.scheme + f"/seed{r.config.seed}": r.info for r in results}, indent=2))
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return publish(Path(out_dir), fill, kind="run")

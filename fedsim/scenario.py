@@ -23,6 +23,8 @@ from fedsim.config import RunConfig
 
 _META_KEYS = ("name", "description", "schemes", "sweep", "reference")
 _SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+#: Scenario names become a folder under results/, so they may not hold a path.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}$")
 
 
 class ScenarioError(ValueError):
@@ -110,8 +112,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def build_scenario(doc: dict[str, Any], src: str) -> Scenario:
     """Validate a parsed scenario document into one :class:`RunConfig` per scheme."""
     name = doc.get("name", Path(src).stem)
-    if not isinstance(name, str) or not name:
-        raise ScenarioError(f"{src}: name: must be a non-empty string")
+    if not isinstance(name, str) or not _PLAIN_NAME.match(name):
+        raise ScenarioError(f"{src}: name: must be a plain name of letters, digits, _ . + - "
+                            f"(no path, not starting with . or -; got {name!r})")
     description = doc.get("description", "")
     check_sweep(doc.get("sweep"), src)
     if not isinstance(doc.get("reference", {}), dict):
