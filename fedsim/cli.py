@@ -55,9 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise DataError(f"{args.scenario}: data: {exc}") from None
         if not args.quiet:
             row = summary(results[-1:]).iloc[0]
-            print(f"{row.scheme} (seed {row.seed}): final accuracy {row.final_accuracy:.4f} after "
-                  f"{row.rounds} rounds, {row.sim_time_s:.1f} s simulated, "
-                  f"{row.host_seconds:.1f} s host", file=sys.stderr)
+            outcome = (f"diverged in round {row.diverged_round}" if row.status == "diverged"
+                       else f"final accuracy {row.final_accuracy:.4f}")
+            print(f"{row.scheme} (seed {row.seed}): {outcome} after {row.rounds} rounds, "
+                  f"{row.sim_time_s:.1f} s simulated, {row.host_seconds:.1f} s host",
+                  file=sys.stderr)
     write_results(out, scenario.resolved, results)
     if not args.quiet:
         print(format_summary(summary(results)))

@@ -234,6 +234,11 @@ class KeyNetConfig(Strict):
     the plaintext run bit for bit. The cost is a smaller key space: 5 gains per coordinate
     (about 2.3 bits) instead of a continuum, and the gains are recognisable as powers of two.
     (``alpha > 1`` blocks are real-valued either way and are not exact.)
+
+    ``key_seed``: None (the default) makes the key agent draw its key seed from OS entropy, so
+    nothing derived from the run seed (which the server uses for selection) can rebuild the keys.
+    An integer replays a run's keys exactly (run_info.json records the drawn seed); whoever reads
+    a scenario file holding it can decrypt, so it never goes to the server.
     """
 
     kind: Literal["keynet"]
@@ -242,6 +247,7 @@ class KeyNetConfig(Strict):
     gains: Literal["continuous", "power_of_two"] = "continuous"
     key_delivery: Literal["material", "seed"] = "material"
     init_by: Literal["client", "server"] = "client"
+    key_seed: int | None = Field(None, ge=0, lt=2**63)
 
 
 EncryptionConfig = Annotated[

@@ -36,7 +36,7 @@ class EncryptionSetup:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...], seed: int,
+def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...],
                     initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
     """The :class:`EncryptionSetup` for ``cfg``."""
     if isinstance(cfg, NoEncryptionConfig):
@@ -45,5 +45,5 @@ def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[
     if isinstance(cfg, KeyNetConfig):
         from fedsim.keynet.setup import keynet_setup
 
-        return keynet_setup(cfg, model, input_shape, seed, initial_state)
+        return keynet_setup(cfg, model, input_shape, initial_state)
     raise TypeError(f"no encryption for {cfg!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from fedsim.nodes.server import Server, ServerSettings, client_name
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
 from fedsim.training import default_device, evaluate
+
+log = logging.getLogger("fedsim")
 
 
 class SimulationError(RuntimeError):
@@ -98,7 +101,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
     codec = make_codec(cfg.codec, slots=m)
-    crypto = make_encryption(cfg.encryption, model, input_shape, cfg.seed, initial_state)
+    crypto = make_encryption(cfg.encryption, model, input_shape, initial_state)
     pre_codec = None
     if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):
         pre_codec, codec = codec, IdentityCodec()  # quantize plaintext, send it encrypted as fp32
@@ -144,7 +147,8 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
             await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
-                              cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
+                              cfg.selection.weighting, cfg.time_budget_s,
+                              seed_for(cfg.seed, "server", "selection"))
     server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
                     availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
@@ -156,6 +160,9 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     env.process(server.run())
 
     evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress)
+    if server.diverged_round is not None:
+        log.warning("scheme %r diverged in round %d (non-finite global model); stopped there, "
+                    "its tables are kept", cfg.scheme, server.diverged_round)
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": learner.train_flops_per_sample,
@@ -175,7 +182,7 @@ def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progres
         env.step()
         while recorder.snapshots:
             rnd, wire = recorder.snapshots.popleft()
-            if rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0:
+            if (rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0) or rnd == server.diverged_round:
                 continue
             h0 = time.perf_counter()
             model.load_state_dict({k: v.to(device) for k, v in eval_domain.from_wire(wire).items()},

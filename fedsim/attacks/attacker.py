@@ -50,7 +50,8 @@ class Adversary:
         self.name = self.kind if not self.links else f"eavesdropper[{','.join(sorted(self.links))}]"
         self.models: dict[tuple[int, int], bytes] = {}  # (round, client) -> model_down payload
         self.updates: dict[int, list[tuple[int, bytes]]] = defaultdict(list)  # arrival order
-        self.keys_seen = False
+        self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
+        self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
 
     def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
         """Whether the threat model gives this adversary ``msg``."""
@@ -68,7 +69,9 @@ class Adversary:
         elif msg.kind == "update_up":
             self.updates[msg.round].append((int(msg.src.split("/")[1]), msg.payload))
         elif msg.kind == "key":
-            self.keys_seen = True
+            self.key_payload = msg.payload
+        elif msg.kind == "init_plain":
+            self.init_payload = msg.payload
 
 
 def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
@@ -167,7 +170,7 @@ class AttackHarness:
                        for m in methods]
         out = []
         for iso, delta in updates:
-            if self.keynet and adv.kind != "key_agent":
+            if self.keynet and adv.kind != "key_agent" and adv.key_payload is None:
                 if len(schedule) != 1:
                     out.append((iso, "encrypted-domain attack needs one local step", "encrypted"))
                     continue
@@ -179,8 +182,9 @@ class AttackHarness:
                 out.append((iso, obs, "encrypted"))
                 continue
             model = copy.deepcopy(self.template)
-            if self.keynet:  # the compromised key agent decrypts with the keys it generated
-                dom = self.crypto.eval_domain
+            if self.keynet:  # the key agent generated the keys; an eavesdropper captured them
+                dom = (self.crypto.eval_domain if adv.key_payload is None else
+                       self.crypto.domain_from_key(adv.key_payload, adv.init_payload))
                 s0, s1 = dom.from_wire(wire0), dom.from_wire(wire0 + delta)
                 delta = torch.cat([(s1[n] - s0[n]).reshape(-1).float() for n in s0])
                 model.load_state_dict(s0, strict=False)
@@ -237,6 +241,7 @@ class AttackHarness:
             "scheme": self.cfg.scheme, "seed": self.cfg.seed, "adversary": adv.kind,
             "adversary_view": adv.name, "isolation": iso, "domain": domain, "round": rnd,
             "client": cid, "target": t_index, "n_images": int(inputs.shape[0]),
+            "keys_captured": adv.key_payload is not None,
             "mode": self.a.mode, "method": self.a.method,
         }
         if isinstance(obs, str):
@@ -256,7 +261,8 @@ class AttackHarness:
                               seed_for(self.cfg.seed, "attack", rnd, cid), labels)
         metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
                            self.mean_image)
-        row.update(status="attacked", knowledge=_knowledge(adv.kind, domain, strategy),
+        row.update(status="attacked",
+                   knowledge=_knowledge(adv.kind, domain, strategy, adv.key_payload is not None),
                    obs_cosine=cos, obs_rel_error=err, **result.record(), **metrics.summary())
         row["psnr_db"] = row.pop("psnr_mean_db")
         row["ssim"] = row.pop("ssim_mean")
@@ -273,12 +279,14 @@ def _inner(domain: Any) -> Any:
     return getattr(domain, "inner", domain)
 
 
-def _knowledge(kind: str, domain: str, strategy: str) -> str:
+def _knowledge(kind: str, domain: str, strategy: str, captured: bool) -> str:
     parts = ["architecture", "lr", "batching", f"labels:{strategy}"]
     if domain == "encrypted":
         parts.append("keynet_layout")
     if kind == "key_agent":
         parts.append("keynet_keys")
+    elif captured:
+        parts.append("keynet_keys_captured")
     return ",".join(parts)
 
 

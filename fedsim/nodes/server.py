@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 import torch
 
@@ -14,7 +15,6 @@ from fedsim.message import Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
 from fedsim.recorder import Recorder
-from fedsim.rng import numpy_rng
 from fedsim.wire import pack_vector, unpack_vector
 
 
@@ -28,7 +28,7 @@ class ServerSettings:
     deadline_s: float | None  # simulated seconds after dispatch; later updates are dropped
     weighting: str  # "samples" (FedAvg) or "uniform" (FedPAQ)
     time_budget_s: float | None  # no round starts after this simulated time
-    seed: int
+    selection_seed: int  # the server's own stream; the run seed (other streams' root) stays out
 
 
 def client_name(cid: int) -> str:
@@ -55,11 +55,12 @@ class Server:
         self.availability, self.recorder = availability, recorder
         self.global_wire = initial
         self.numel = numel
-        self._rng = numpy_rng(settings.seed, "server", "selection")
+        self._rng = np.random.default_rng(settings.selection_seed)
         self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
         self._set_up: set[int] = set()
         self.done = env.event()
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
+        self.diverged_round: int | None = None  # first round whose global model is not finite
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
@@ -85,6 +86,8 @@ class Server:
                 break
             yield from self._round(rnd)
             yield self.env.timeout(0)
+            if self.diverged_round is not None:
+                break  # NaN/inf never recovers: stop this scheme, keep its tables
         self.done.succeed()
 
     def _round(self, rnd: int):
@@ -130,6 +133,8 @@ class Server:
             delta = self.codec.aggregate([msg.payload for msg in accepted], weights,
                                          list(range(len(accepted))), numel=self.numel)
             self.global_wire = self.global_wire + delta
+            if not bool(torch.isfinite(self.global_wire).all()):
+                self.diverged_round = rnd
         self._finish_round(rnd, t_start, h_start, selected, accepted, n_dropout,
                            n_late=len(waiting) if len(accepted) < m else 0,
                            n_surplus=len(selected) - len(accepted) - n_dropout - (
@@ -148,5 +153,6 @@ class Server:
             "n_selected": len(selected), "n_completed": len(accepted),
             "n_dropped": len(selected) - len(accepted), "n_dropout": n_dropout, "n_late": n_late,
             "n_surplus": n_surplus, "host_seconds": time.perf_counter() - h_start,
+            "diverged": self.diverged_round == rnd,
         })
         self.recorder.snapshots.append((rnd, self.global_wire.clone()))

@@ -165,3 +165,20 @@ def test_enn_isolation_close_to_fedavg_when_decoding_is_good():
     for _, r in rows[rows["obs_cosine"] >= 0.9].iterrows():
         assert abs(min(r["psnr_db"], CAP) - min(plain_sim[r["client"]], CAP)) <= 3.0, r
     # rows with obs_cosine < 0.9: decoding is poor and no PSNR claim is made for them
+
+
+def test_eavesdropper_that_captures_keynet_keys_decrypts_and_is_reported():
+    """Key messages cross client/1:down in clear: that eavesdropper decrypts; a tap on the
+    uplink only never sees a key and is left with the encrypted-domain attack."""
+    taps = [{"kind": "eavesdropper", "links": ["client/1:up", "client/1:down"]},
+            {"kind": "eavesdropper", "links": ["client/1:up", "server:egress"]}]
+    cfg, = build_scenario({**BASE, "encryption": {"kind": "keynet", "gains": "power_of_two"},
+                           "attack": {**BASE["attack"], "adversaries": taps, "clients": [1]}},
+                          "test").runs
+    table = run(cfg).attacks.set_index("adversary_view")
+    keyed = table.loc["eavesdropper[client/1:down,client/1:up]"]
+    blind = table.loc["eavesdropper[client/1:up,server:egress]"]
+    assert keyed["keys_captured"] and keyed["domain"] == "plain"
+    assert "keynet_keys_captured" in keyed["knowledge"] and keyed["psnr_db"] > 30
+    assert not blind["keys_captured"] and blind["domain"] == "encrypted"
+    assert "keynet_keys" not in blind["knowledge"]
