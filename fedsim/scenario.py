@@ -27,8 +27,46 @@ _SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}$")
 
 
+#: Deepest nesting of mappings and lists a scenario may have (real ones use about 5).
+MAX_DEPTH = 32
+
+
 class ScenarioError(ValueError):
     """A scenario file or override is invalid; the message is one line naming where and what."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also rejects duplicate keys and nesting deeper than MAX_DEPTH.
+
+    Raises :class:`yaml.YAMLError`, or :class:`ValueError` for too deep a nesting.
+    """
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    todo = [(doc, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        todo.extend((c, depth + 1) for c in children)
+    return doc
 
 
 @dataclass(frozen=True)
@@ -57,13 +95,17 @@ def read_yaml(src: str) -> dict[str, Any]:
     if not p.is_file():
         raise ScenarioError(f"{src}: no such scenario file")
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = parse_yaml(p.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"{src}: cannot read the file: {exc.strerror}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ScenarioError(f"{src}: YAML syntax error{where}: {exc.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{src}: cannot parse YAML: {exc}") from None
+    except ValueError as exc:
+        raise ScenarioError(f"{src}: {exc}") from None
     if doc is None:
         raise ScenarioError(f"{src}: file is empty")
     if not isinstance(doc, dict):
@@ -77,9 +119,10 @@ def apply_override(doc: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ScenarioError(f"--set {item!r}: expected KEY.PATH=VALUE")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ScenarioError(f"--set {item!r}: value is not valid YAML") from None
+        value = parse_yaml(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        why = exc if isinstance(exc, ValueError) else "value is not valid YAML"
+        raise ScenarioError(f"--set {item!r}: {why}") from None
     parts = key.strip().split(".")
     node = doc
     for i, part in enumerate(parts[:-1]):
