@@ -55,6 +55,8 @@ def parse_yaml(text: str) -> Any:
 
     Raises :class:`yaml.YAMLError`, or :class:`ValueError` for too deep a nesting.
     """
+    if _flow_depth(text) > MAX_DEPTH:  # PyYAML's scanner is quadratic in flow nesting depth
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except RecursionError:
@@ -111,6 +113,28 @@ def read_yaml(src: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ScenarioError(f"{src}: top level must be a mapping of keys, got {type(doc).__name__}")
     return doc
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting on any top-level entry (quotes and comments skipped)."""
+    deepest = depth = 0
+    quote = ""
+    for line in text.splitlines():
+        if line[:1] not in ("", " ", "\t", "]", "}"):
+            depth, quote = 0, ""  # a new top-level key: an unclosed bracket was plain text
+        for ch in line:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch in "]}":
+                depth = max(depth - 1, 0)
+    return deepest
 
 
 def apply_override(doc: dict[str, Any], item: str) -> None:
