@@ -6,11 +6,13 @@ import argparse
 import importlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
+from fedsim.checkpoint import Checkpointer, check_resumable
 from fedsim.data import DataError
 from fedsim.outdir import OutputError, check_output
 from fedsim.scenario import ScenarioError, load_scenario
@@ -29,11 +31,15 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--scheme", action="append", default=[],
                    help="run only this scheme (repeatable)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the run's state every N rounds (beside the output folder)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints of an interrupted run (same scenario)")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.engine import run
+    from fedsim.engine import RunResult, run
     from fedsim.results import format_summary, summary, write_results
 
     scenario = load_scenario(args.scenario, args.overrides)
@@ -46,13 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs = [r for r in runs if r.scheme in args.scheme]
     out = Path(args.out or Path("results") / scenario.name)
     check_output(out, "run", inputs=[Path(args.scenario)])
+    ckpt = _checkpointer(args, runs, out)
     log.info("scenario %s: %d scheme(s) -> %s", scenario.name, len(runs), out)
     results = []
     for cfg in runs:
+        done = ckpt.load_done(cfg) if ckpt is not None else None
+        if done is not None:  # finished before the interruption
+            results.append(RunResult(cfg, **done))
+            continue
         try:
-            results.append(run(cfg, progress=not args.quiet))
+            results.append(run(cfg, progress=not args.quiet, checkpoint=ckpt))
         except DataError as exc:  # name the scenario file and section, as for config errors
             raise DataError(f"{args.scenario}: data: {exc}") from None
+        if ckpt is not None:
+            ckpt.save_done(results[-1])
         if not args.quiet:
             row = summary(results[-1:]).iloc[0]
             outcome = (f"diverged in round {row.diverged_round}" if row.status == "diverged"
@@ -61,10 +74,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{row.sim_time_s:.1f} s simulated, {row.host_seconds:.1f} s host",
                   file=sys.stderr)
     write_results(out, scenario.resolved, results)
+    if ckpt is not None:
+        ckpt.clear()
     if not args.quiet:
         print(format_summary(summary(results)))
         print(f"tables written to {out}/")
     return 0
+
+
+def _checkpointer(args: argparse.Namespace, runs: list, out: Path) -> Checkpointer | None:
+    """The checkpoints of this output folder (``.<out>.fedsim-checkpoint/``), if asked for."""
+    if args.checkpoint_every < 0:
+        raise ScenarioError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if not (args.checkpoint_every or args.resume):
+        return None
+    for cfg in runs:
+        try:
+            check_resumable(cfg)
+        except ValueError as exc:
+            raise ScenarioError(f"--checkpoint-every/--resume: {exc}") from None
+    folder = out.parent / f".{out.name}.fedsim-checkpoint"
+    if args.resume and not folder.is_dir():
+        raise ScenarioError(f"--resume: no checkpoints at {folder} (the run never wrote one, "
+                            "or it finished)")
+    if not args.resume:
+        shutil.rmtree(folder, ignore_errors=True)  # never resume stale state by accident
+    return Checkpointer(folder, args.checkpoint_every)
 
 
 #: Modules that add a subcommand: each defines ``register(subparsers)``, which adds a parser

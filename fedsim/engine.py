@@ -14,6 +14,7 @@ import simpy
 import torch
 from tqdm.auto import tqdm
 
+from fedsim.checkpoint import Checkpointer
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
@@ -74,8 +75,9 @@ def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     return model
 
 
-def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
-    """Simulate one run and return its tables."""
+def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None
+        ) -> RunResult:
+    """Simulate one run and return its tables (resuming from and writing ``checkpoint``)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = get_dataset(cfg)
     model = build_initial_model(cfg, data)
@@ -93,7 +95,8 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
                             train_flops_per_sample(model, input_shape))
     initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    env = simpy.Environment()
+    saved = checkpoint.load_round(cfg) if checkpoint is not None else None
+    env = simpy.Environment(saved["now_s"] if saved is not None else 0.0)
     network = Network(env)
     recorder = Recorder()
     network.subscribe(recorder.on_arrival)
@@ -157,9 +160,11 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
     for c in clients:
         env.process(c.run())
+    evals = checkpoint.restore(saved, server, recorder) if saved is not None else {}
     env.process(server.run())
 
-    evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress)
+    evals = _drive(env, server, recorder, cfg, model, data, device, crypto.eval_domain, progress,
+                   checkpoint, evals)
     if server.diverged_round is not None:
         log.warning("scheme %r diverged in round %d (non-finite global model); stopped there, "
                     "its tables are kept", cfg.scheme, server.diverged_round)
@@ -170,10 +175,10 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
 
 
-def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progress) -> dict:
+def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progress, checkpoint,
+           evals) -> dict:
     """Step the simulation; evaluate each new global model as the server publishes it."""
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    evals: dict[int, tuple[float, float, float]] = {}
     bar = tqdm(total=cfg.rounds, disable=not progress, desc=cfg.scheme, unit="round", leave=False)
     while not server.done.triggered:
         if env.peek() == math.inf:
@@ -182,16 +187,18 @@ def _drive(env, server, recorder, cfg, model, data, device, eval_domain, progres
         env.step()
         while recorder.snapshots:
             rnd, wire = recorder.snapshots.popleft()
-            if (rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0) or rnd == server.diverged_round:
-                continue
-            h0 = time.perf_counter()
-            model.load_state_dict({k: v.to(device) for k, v in eval_domain.from_wire(wire).items()},
-                                  strict=False)
-            acc, loss = evaluate(model, x_test, y_test)
-            evals[rnd] = (acc, loss, time.perf_counter() - h0)
-            if rnd:
-                bar.update(1)
-                bar.set_postfix(acc=f"{acc:.3f}", sim_t=f"{env.now:.1f}s")
+            if not ((rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0)
+                    or rnd == server.diverged_round):
+                h0 = time.perf_counter()
+                model.load_state_dict({k: v.to(device) for k, v in eval_domain.from_wire(wire).items()},
+                                      strict=False)
+                acc, loss = evaluate(model, x_test, y_test)
+                evals[rnd] = (acc, loss, time.perf_counter() - h0)
+                if rnd:
+                    bar.update(1)
+                    bar.set_postfix(acc=f"{acc:.3f}", sim_t=f"{env.now:.1f}s")
+            if checkpoint is not None:  # the server waits between rounds: every client is idle
+                checkpoint.save_round(cfg, rnd, env.now, server, recorder, evals)
     bar.close()
     return evals
 

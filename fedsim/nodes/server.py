@@ -61,6 +61,7 @@ class Server:
         self.done = env.event()
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
         self.diverged_round: int | None = None  # first round whose global model is not finite
+        self.first_round = 1  # > 1 when resumed from a checkpoint (set-up already done)
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
@@ -71,6 +72,19 @@ class Server:
 
     def run(self):
         """Set-up (wait for a client-initialised model if needed), then one loop per round."""
+        if self.first_round == 1:
+            yield from self._set_up_round()
+        for rnd in range(self.first_round, self.settings.rounds + 1):
+            if self.settings.time_budget_s is not None and self.env.now >= self.settings.time_budget_s:
+                break
+            yield from self._round(rnd)
+            yield self.env.timeout(0)
+            if self.diverged_round is not None:
+                break  # NaN/inf never recovers: stop this scheme, keep its tables
+        self.done.succeed()
+
+    def _set_up_round(self):
+        """Round 0: the initial model (sent in plaintext, or received from client 0)."""
         t0, h0 = self.env.now, time.perf_counter()
         if self._init_broadcast is not None:
             for cid in sorted(self.sample_counts):
@@ -81,14 +95,6 @@ class Server:
             self.global_wire = unpack_vector(msg.payload)
         self._finish_round(0, t0, h0, [], [], 0, 0, 0)
         yield self.env.timeout(0)  # let the engine evaluate before the next round starts
-        for rnd in range(1, self.settings.rounds + 1):
-            if self.settings.time_budget_s is not None and self.env.now >= self.settings.time_budget_s:
-                break
-            yield from self._round(rnd)
-            yield self.env.timeout(0)
-            if self.diverged_round is not None:
-                break  # NaN/inf never recovers: stop this scheme, keep its tables
-        self.done.succeed()
 
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
