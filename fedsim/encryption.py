@@ -23,7 +23,9 @@ class EncryptionSetup:
     server's wire vector for the harness's evaluation (outside the protocol: the server never
     holds it). ``init_broadcast`` is a plaintext initial model the server sends every client once
     (``init_plain``); ``quantize_plaintext`` makes clients run a lossy codec on the plaintext
-    update and send its encrypted dequantization as fp32; ``info`` goes to run_info.
+    update and send its encrypted dequantization as fp32; ``info`` goes to run_info;
+    ``layout_payload`` is the encrypted model's public structure (``keynet_layout``), sent by
+    the key agent to the server once at set-up.
     """
 
     client_domain: WeightDomain | None
@@ -34,6 +36,7 @@ class EncryptionSetup:
     init_broadcast: bytes | None = None
     quantize_plaintext: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    layout_payload: bytes | None = None  # the key-dependent structure the key agent publishes
 
 
 def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...],

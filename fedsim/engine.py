@@ -157,7 +157,9 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast)
     if crypto.key_payload is not None:
-        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
+        router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
+        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload,
+                             crypto.layout_payload).run())
     for c in clients:
         env.process(c.run())
     evals = checkpoint.restore(saved, server, recorder) if saved is not None else {}

@@ -34,6 +34,7 @@ from fedsim.attacks.observation import Normalization, Observation
 from fedsim.attacks.plotting import save_reconstruction_grid
 from fedsim.attacks.result import AttackResult
 from fedsim.config import AttackConfig, EavesdropperConfig, RunConfig
+from fedsim.keynet.plan import plan_network
 from fedsim.message import Message
 from fedsim.network import Link
 from fedsim.rng import seed_for, torch_generator
@@ -52,6 +53,7 @@ class Adversary:
         self.updates: dict[int, list[tuple[int, bytes]]] = defaultdict(list)  # arrival order
         self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
         self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
+        self.layout_payload: bytes | None = None  # the published KeyNet layout, if it saw it
 
     def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
         """Whether the threat model gives this adversary ``msg``."""
@@ -72,6 +74,8 @@ class Adversary:
             self.key_payload = msg.payload
         elif msg.kind == "init_plain":
             self.init_payload = msg.payload
+        elif msg.kind == "keynet_layout":
+            self.layout_payload = msg.payload
 
 
 def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
@@ -97,8 +101,9 @@ class AttackHarness:
     model
         The initial model (copied as the public architecture).
     codec, crypto
-        The run's codec (ENN decoder for server-side adversaries) and encryption set-up (KeyNet
-        layout for everyone; keys only for a compromised key agent).
+        The run's codec (ENN decoder for server-side adversaries) and encryption set-up (keys
+        only for a compromised key agent; keyless adversaries use the KeyNet layout only if they
+        captured its ``keynet_layout`` message, and keys only if they captured a ``key``).
     """
 
     def __init__(self, cfg: RunConfig, network: Any, data: Any, parts: Any, model: nn.Module,
@@ -114,6 +119,7 @@ class AttackHarness:
         for adv in self.adversaries:
             network.subscribe(adv.on_arrival)
         self._memo: dict[str, AttackResult] = {}
+        self._plan: Any = None  # the KeyNet plan of the architecture, built when first needed
 
     def targeted(self, cid: int) -> bool:
         """Whether client ``cid`` may be a target."""
@@ -177,7 +183,13 @@ class AttackHarness:
                 if getattr(self.crypto.eval_domain, "_base", None) is not None:
                     out.append((iso, "relative ciphertext (init_by: server)", "encrypted"))
                     continue
-                layout = adapters.EncryptedLayout.from_domain(_inner(self.crypto.eval_domain))
+                if adv.layout_payload is None:
+                    out.append((iso, "no KeyNet layout captured (it goes to the server)",
+                                "encrypted"))
+                    continue
+                if self._plan is None:  # public: the architecture alone
+                    self._plan = plan_network(self.template, shape[1:], lower=True)
+                layout = adapters.EncryptedLayout.from_message(adv.layout_payload, self._plan)
                 obs = adapters.encrypted_observation(layout, wire0, delta, lr, shape, k, self.norm)
                 out.append((iso, obs, "encrypted"))
                 continue

@@ -31,6 +31,7 @@ from fedsim.domain import PlainDomain, WeightDomain
 from fedsim.encryption import EncryptionSetup
 from fedsim.keynet.domain import KeyNetDomain, make_keys
 from fedsim.keynet.keys import KeySet, seed_from_bytes, seed_to_bytes
+from fedsim.keynet.layout import layout_bytes
 from fedsim.keynet.plan import NetworkPlan, plan_network
 from fedsim.keynet.report import size_table
 from fedsim.wire import pack_vector, unpack_vector
@@ -138,7 +139,7 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
         client_domain=None, domain_from_key=domain_from_key, key_payload=lambda client: key_bytes,
         eval_domain=harness, init_by_client=cfg.init_by == "client",
         init_broadcast=None if base is None else pack_vector(base), quantize_plaintext=True,
-        info=info)
+        info=info, layout_payload=layout_bytes(harness.inner))
 
 
 def _client_domains(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ...],

@@ -183,7 +183,9 @@ def test_key_traffic_costs_time_and_bytes(spy, delivery):
     assert (keys["bytes"] == expected).all() and len(keys) == N_CLIENTS
     assert (keys["t_arrive"] > keys["t_send"]).all()  # latency and bandwidth of real links
     r0 = res.rounds.set_index("round").loc[0]
-    assert r0["bytes_keys"] == keys["bytes"].sum() + reqs["bytes"].sum()
+    layout = msgs[msgs["kind"] == "keynet_layout"]  # the encrypted model's public structure
+    assert list(zip(layout["src"], layout["dst"])) == [("key_agent", "server")]
+    assert r0["bytes_keys"] == keys["bytes"].sum() + reqs["bytes"].sum() + layout["bytes"].sum()
     assert res.rounds.set_index("round").loc[1:, "bytes_keys"].eq(0).all()
     # client 0 encrypts the initial model (init_by: client) and sends it as ciphertext
     init = msgs[msgs["kind"] == "model_init"]
