@@ -13,10 +13,10 @@ overcommit: then, at a round's end, every message has arrived and every client i
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,12 @@ class Checkpointer:
         return {**fields, "info": doc["info"]}
 
     def clear(self) -> None:
-        """Remove the checkpoints (after the results are written)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the checkpoint files (and the folder, if nothing else is in it)."""
+        for pattern in ("*.round", "*.done", ".*.tmp"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
 
 
 def _plain(value: Any) -> Any:

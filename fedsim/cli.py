@@ -6,7 +6,6 @@ import argparse
 import importlib
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -97,9 +96,10 @@ def _checkpointer(args: argparse.Namespace, runs: list, out: Path) -> Checkpoint
     if args.resume and not folder.is_dir():
         raise ScenarioError(f"--resume: no checkpoints at {folder} (the run never wrote one, "
                             "or it finished)")
+    ckpt = Checkpointer(folder, args.checkpoint_every)
     if not args.resume:
-        shutil.rmtree(folder, ignore_errors=True)  # never resume stale state by accident
-    return Checkpointer(folder, args.checkpoint_every)
+        ckpt.clear()  # never resume stale state by accident
+    return ckpt
 
 
 #: Modules that add a subcommand: each defines ``register(subparsers)``, which adds a parser
