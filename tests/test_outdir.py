@@ -163,7 +163,10 @@ def test_kill_9_at_random_instants_leaves_old_or_new(kills, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(out)], env=env)
-        time.sleep(0.3 + rng.random() * 0.3)
+        deadline = time.monotonic() + 60
+        while not (out / MARKER).exists() and time.monotonic() < deadline:  # a slow start
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.3)  # then a random instant of replacing it, again and again
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert _complete(out)
