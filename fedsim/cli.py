@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from fedsim.checkpoint import Checkpointer, check_resumable
 from fedsim.data import DataError
+from fedsim.outdir import OutputError, check_output
 from fedsim.placement import DEVICE_PATTERN, DeviceUnavailableError
 from fedsim.scenario import ScenarioError, load_scenario
 
@@ -33,6 +35,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", metavar="DEVICE", type=_torch_device,
                    help="torch device for training: auto, cpu, cuda, cuda:N or guard "
                         "(sets compute.torch_device; simulated times and bytes do not change)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save the run's state every N rounds (beside the output folder)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints of an interrupted run (same scenario)")
     p.set_defaults(func=cmd_run)
 
 
@@ -43,7 +49,7 @@ def _torch_device(value: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.engine import run
+    from fedsim.engine import RunResult, run
     from fedsim.results import format_summary, summary, write_results
 
     overrides = args.overrides + ([f"compute.torch_device={args.device}"] if args.device else [])
@@ -56,23 +62,56 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 f"(schemes: {', '.join(r.scheme for r in runs)})")
         runs = [r for r in runs if r.scheme in args.scheme]
     out = Path(args.out or Path("results") / scenario.name)
+    check_output(out, "run", inputs=[Path(args.scenario)])
+    ckpt = _checkpointer(args, runs, out)
     log.info("scenario %s: %d scheme(s) -> %s", scenario.name, len(runs), out)
     results = []
     for cfg in runs:
+        done = ckpt.load_done(cfg) if ckpt is not None else None
+        if done is not None:  # finished before the interruption
+            results.append(RunResult(cfg, **done))
+            continue
         try:
-            results.append(run(cfg, progress=not args.quiet))
+            results.append(run(cfg, progress=not args.quiet, checkpoint=ckpt))
         except DataError as exc:  # name the scenario file and section, as for config errors
             raise DataError(f"{args.scenario}: data: {exc}") from None
+        if ckpt is not None:
+            ckpt.save_done(results[-1])
         if not args.quiet:
             row = summary(results[-1:]).iloc[0]
-            print(f"{row.scheme} (seed {row.seed}): final accuracy {row.final_accuracy:.4f} after "
-                  f"{row.rounds} rounds, {row.sim_time_s:.1f} s simulated, "
-                  f"{row.host_seconds:.1f} s host", file=sys.stderr)
+            outcome = (f"diverged in round {row.diverged_round}" if row.status == "diverged"
+                       else f"final accuracy {row.final_accuracy:.4f}")
+            print(f"{row.scheme} (seed {row.seed}): {outcome} after {row.rounds} rounds, "
+                  f"{row.sim_time_s:.1f} s simulated, {row.host_seconds:.1f} s host",
+                  file=sys.stderr)
     write_results(out, scenario.resolved, results)
+    if ckpt is not None:
+        ckpt.clear()
     if not args.quiet:
         print(format_summary(summary(results)))
         print(f"tables written to {out}/")
     return 0
+
+
+def _checkpointer(args: argparse.Namespace, runs: list, out: Path) -> Checkpointer | None:
+    """The checkpoints of this output folder (``.<out>.fedsim-checkpoint/``), if asked for."""
+    if args.checkpoint_every < 0:
+        raise ScenarioError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if not (args.checkpoint_every or args.resume):
+        return None
+    for cfg in runs:
+        try:
+            check_resumable(cfg)
+        except ValueError as exc:
+            raise ScenarioError(f"--checkpoint-every/--resume: {exc}") from None
+    folder = out.parent / f".{out.name}.fedsim-checkpoint"
+    if args.resume and not folder.is_dir():
+        raise ScenarioError(f"--resume: no checkpoints at {folder} (the run never wrote one, "
+                            "or it finished)")
+    ckpt = Checkpointer(folder, args.checkpoint_every)
+    if not args.resume:
+        ckpt.clear()  # never resume stale state by accident
+    return ckpt
 
 
 #: Modules that add a subcommand: each defines ``register(subparsers)``, which adds a parser
@@ -106,8 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with one line on stderr)."""
     parser = build_parser()
@@ -120,12 +157,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ScenarioError, DataError, DeviceUnavailableError) as exc:
+    except (ScenarioError, DataError, DeviceUnavailableError, OutputError) as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fedsim: interrupted; no results written", file=sys.stderr)
         return 130
+    except Exception as exc:  # a defect or an environment failure: one line, traceback with -v
+        if args.verbose:
+            raise
+        print(f"fedsim: error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, shortened to 300 characters."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
 
 
 if __name__ == "__main__":

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-PosInt = Annotated[int, Field(ge=1)]
-PosFloat = Annotated[float, Field(gt=0)]
-Prob = Annotated[float, Field(ge=0, lt=1)]
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")  # noqa: TRY004 (pydantic reports ValueError)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]  # pydantic alone reads true/false as 1/0
+Float = Annotated[float, BeforeValidator(_not_bool)]
+PosInt = Annotated[Int, Field(ge=1)]
+PosFloat = Annotated[Float, Field(gt=0)]
+Prob = Annotated[Float, Field(ge=0, lt=1)]
 
 
 class Strict(BaseModel):
-    """Base for config sections: immutable, and every key must be known."""
+    """Base for config sections: immutable, every key known, numbers finite and never booleans.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``true``/``false`` is rejected wherever a number is expected (pydantic would read it as
+    1/0), and ``.inf``/``.nan`` wherever the field does not explicitly allow infinity.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- distributions for per-client draws ------------------------------------------------------
@@ -45,7 +58,7 @@ class LogNormal(Strict):
 
     dist: Literal["lognormal"]
     median: PosFloat
-    sigma: Annotated[float, Field(ge=0)]
+    sigma: Annotated[Float, Field(ge=0)]
 
 
 class Choice(Strict):
@@ -58,6 +71,34 @@ class Choice(Strict):
 Distribution = Annotated[Fixed | Uniform | LogNormal | Choice, Field(discriminator="dist")]
 PerClient = PosFloat | Distribution
 """A positive number, or a distribution drawn once per client."""
+
+#: Log-normal draws are clipped at this many sigmas (a draw beyond it has probability < 1e-15).
+LOGNORMAL_CLIP_SIGMAS = 8.0
+
+
+def support(spec: float | Fixed | Uniform | LogNormal | Choice) -> tuple[float, float]:
+    """The smallest and largest value a per-client setting can draw."""
+    if isinstance(spec, (int, float)):
+        return float(spec), float(spec)
+    if isinstance(spec, Fixed):
+        return spec.value, spec.value
+    if isinstance(spec, Uniform):
+        return spec.low, spec.high
+    if isinstance(spec, LogNormal):
+        spread = math.exp(min(LOGNORMAL_CLIP_SIGMAS * spec.sigma, 709.0))  # no overflow
+        return spec.median / spread, spec.median * spread
+    return min(spec.values), max(spec.values)
+
+
+def _check_rate(spec: Any, unit: str) -> Any:
+    """A per-client rate must draw values in [1, finite] ``unit`` (0 or inf would stall a run)."""
+    if spec is None:
+        return spec
+    lo, hi = support(spec)
+    if not (lo >= 1.0 and hi < 1e300):
+        raise ValueError(f"can draw {lo:.3g} to {hi:.3g} {unit}; every draw must be between 1 "
+                         f"and 1e300 {unit} (lower a log-normal sigma or raise the values)")
+    return spec
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -102,8 +143,8 @@ class TrainingConfig(Strict):
     local_steps: PosInt | None = None
     batch_size: PosInt = 32
     lr: PosFloat = 0.05
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
     #: torch.compile the training step (CUDA graphs on CUDA); the first round pays compile time
     compile: bool = False
     #: ``bf16``: forward and loss under bfloat16 autocast (channels-last conv nets on the
@@ -120,9 +161,9 @@ class TrainingConfig(Strict):
 class SelectionConfig(Strict):
     """Which clients train each round, and when the server stops waiting."""
 
-    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    fraction: Annotated[Float, Field(gt=0, le=1)] = 1.0
     clients_per_round: PosInt | None = None
-    overcommit: Annotated[float, Field(ge=1)] = 1.0
+    overcommit: Annotated[Float, Field(ge=1)] = 1.0
     deadline_s: PosFloat | None = None
     weighting: Literal["samples", "uniform"] = "samples"
 
@@ -137,18 +178,33 @@ class AvailabilityConfig(Strict):
 class ClientLinksConfig(Strict):
     uplink_bps: PerClient = 10e6
     downlink_bps: PerClient = 50e6
-    latency_s: Annotated[float, Field(ge=0)] | Distribution = 0.02
+    latency_s: Annotated[Float, Field(ge=0)] | Distribution = 0.02
+
+    @field_validator("uplink_bps", "downlink_bps")
+    @classmethod
+    def _rate(cls, spec: Any) -> Any:
+        return _check_rate(spec, "bit/s")
+
+    @field_validator("latency_s")
+    @classmethod
+    def _finite_latency(cls, spec: Any) -> Any:
+        if not support(spec)[1] < 1e300:
+            raise ValueError("can draw a latency beyond 1e300 s (lower the log-normal sigma)")
+        return spec
+
+
+InfOk = Annotated[float, Field(gt=0, allow_inf_nan=True), BeforeValidator(_not_bool)]  # .inf: none
 
 
 class ServerLinksConfig(Strict):
-    ingress_bps: PosFloat = math.inf
-    egress_bps: PosFloat = math.inf
-    latency_s: Annotated[float, Field(ge=0)] = 0.0
+    ingress_bps: InfOk = math.inf
+    egress_bps: InfOk = math.inf
+    latency_s: Annotated[Float, Field(ge=0)] = 0.0
 
 
 class KeyAgentLinksConfig(Strict):
     bandwidth_bps: PosFloat = 100e6
-    latency_s: Annotated[float, Field(ge=0)] = 0.01
+    latency_s: Annotated[Float, Field(ge=0)] = 0.01
 
 
 class NetworkConfig(Strict):
@@ -182,9 +238,14 @@ class ComputeConfig(Strict):
             raise ValueError(f"unknown device profile; known: {', '.join(DEVICE_PROFILES)}")
         return device
 
+    @field_validator("flops_per_s")
+    @classmethod
+    def _rate(cls, spec: Any) -> Any:
+        return _check_rate(spec, "FLOP/s")
+
     @model_validator(mode="after")
     def _one_speed(self) -> ComputeConfig:
-        if self.timing == "flops" and (self.device is None) == (self.flops_per_s is None):
+        if (self.device is None) == (self.flops_per_s is None):
             raise ValueError("set exactly one of device (a named profile) and flops_per_s")
         return self
 
@@ -196,8 +257,8 @@ class IdentityCodecConfig(Strict):
 
 class QsgdCodecConfig(Strict):
     kind: Literal["qsgd"]
-    levels: PosInt
-    bucket_size: PosInt = 512
+    levels: Annotated[Int, Field(ge=1, le=2**24)]  # the codec's limits (fedsim.codecs.qsgd)
+    bucket_size: Annotated[Int, Field(ge=1, lt=2**32)] = 512
     norm: Literal["l2", "max"] = "l2"
 
 
@@ -205,14 +266,14 @@ class EnnPretrainConfig(Strict):
     steps: PosInt = 2000
     batch_size: PosInt = 256
     lr: PosFloat = 1e-3
-    seed: int = 0
+    seed: Int = 0
 
 
 class EnnCodecConfig(Strict):
     kind: Literal["enn"]
-    ratio: Annotated[int, Field(ge=2)] = 4
+    ratio: Annotated[Int, Field(ge=2)] = 4
     chunk: PosInt = 64
-    residual_blocks: Annotated[int, Field(ge=0)] = 3
+    residual_blocks: Annotated[Int, Field(ge=0)] = 3
     scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
     encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
     decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
@@ -247,6 +308,11 @@ class KeyNetConfig(Strict):
     the plaintext run bit for bit. The cost is a smaller key space: 5 gains per coordinate
     (about 2.3 bits) instead of a continuum, and the gains are recognisable as powers of two.
     (``alpha > 1`` blocks are real-valued either way and are not exact.)
+
+    ``key_seed``: None (the default) makes the key agent draw its key seed from OS entropy, so
+    nothing derived from the run seed (which the server uses for selection) can rebuild the keys.
+    An integer replays a run's keys exactly (run_info.json records the drawn seed); whoever reads
+    a scenario file holding it can decrypt, so it never goes to the server.
     """
 
     kind: Literal["keynet"]
@@ -255,6 +321,7 @@ class KeyNetConfig(Strict):
     gains: Literal["continuous", "power_of_two"] = "continuous"
     key_delivery: Literal["material", "seed"] = "material"
     init_by: Literal["client", "server"] = "client"
+    key_seed: Int | None = Field(None, ge=0, lt=2**63)
 
 
 EncryptionConfig = Annotated[
@@ -290,9 +357,9 @@ class DlgSettings(Strict):
     lr: PosFloat = 1.0
     max_iter: PosInt = 20
     history_size: PosInt = 100
-    tolerance_grad: Annotated[float, Field(ge=0)] = 1e-7
-    tolerance_change: Annotated[float, Field(ge=0)] = 1e-9
-    stop_loss: Annotated[float, Field(ge=0)] | None = 1e-6
+    tolerance_grad: Annotated[Float, Field(ge=0)] = 1e-7
+    tolerance_change: Annotated[Float, Field(ge=0)] = 1e-9
+    stop_loss: Annotated[Float, Field(ge=0)] | None = 1e-6
 
 
 class IgSettings(Strict):
@@ -302,7 +369,7 @@ class IgSettings(Strict):
     lr: PosFloat = 0.1
     signed: bool = True
     boxed: bool = True
-    tv_weight: Annotated[float, Field(ge=0)] = 1e-2
+    tv_weight: Annotated[Float, Field(ge=0)] = 1e-2
     restarts: PosInt = 1
     lr_decay: bool = True
 
@@ -317,27 +384,47 @@ class AttackConfig(Strict):
 
     adversaries: Annotated[list[AdversaryConfig], Field(min_length=1)]
     rounds: Annotated[list[PosInt], Field(min_length=1)] = [1]
-    clients: list[Annotated[int, Field(ge=0)]] | None = None
+    clients: list[Annotated[Int, Field(ge=0)]] | None = None
     max_targets: PosInt = 20
     mode: Literal["friendly", "real"] = "real"
-    batch_size: Annotated[int, Field(ge=1, le=8)] = 1
+    batch_size: Annotated[Int, Field(ge=1, le=8)] = 1
     method: Literal["idlg", "dlg", "ig"] = "idlg"
     labels: Literal["infer", "known"] = "infer"
     dlg: DlgSettings = DlgSettings()
     ig: IgSettings = IgSettings()
     enn_isolation: Annotated[list[Literal["zero", "silent", "loo"]], Field(min_length=1)] = [
         "zero", "silent", "loo"]
-    grid_images: Annotated[int, Field(ge=0)] = 8
+    grid_images: Annotated[Int, Field(ge=0)] = 8
+
+    def check_targets(self, run: RunConfig) -> None:
+        """Reject targets that do not exist in ``run`` (an attack on them would silently not run)."""
+        n = run.data.num_clients
+        if self.clients is not None and max(self.clients) >= n:
+            raise ValueError(f"attack.clients: client {max(self.clients)} does not exist "
+                             f"(clients are 0..{n - 1})")
+        if max(self.rounds) > run.rounds:
+            raise ValueError(f"attack.rounds: round {max(self.rounds)} does not exist "
+                             f"(rounds: {run.rounds})")
+        known = {f"client/{c}:{d}" for c in range(n) for d in ("up", "down")}
+        known |= {"server:ingress", "server:egress"}
+        if isinstance(run.encryption, KeyNetConfig):
+            known |= {"key_agent:ingress", "key_agent:egress"}
+        for adv in self.adversaries:
+            for link in getattr(adv, "links", []):
+                if link not in known:
+                    raise ValueError(f"attack.adversaries: eavesdropper link {link!r} does not "
+                                     f"exist or carries no traffic (e.g. client/0:up, "
+                                     f"server:ingress; key_agent links only with keynet)")
 
 
 class RunConfig(Strict):
     """Everything one simulation run needs: one scheme on one seed."""
 
     scheme: str = "fedavg"
-    seed: int = 0
+    seed: Annotated[Int, Field(ge=0, lt=2**63)] = 0
     rounds: PosInt = 10
     time_budget_s: PosFloat | None = None
-    target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.9
+    target_accuracy: Annotated[Float, Field(gt=0, le=1)] = 0.9
     eval_every: PosInt = 1
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -361,6 +448,14 @@ class RunConfig(Strict):
         if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
             raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "  # noqa: TRY004
                              "cannot be decoded one by one before encryption")
+        if isinstance(self.codec, EnnCodecConfig) and self.selection.weighting != "uniform":
+            raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
+                             "outputs the unweighted mean of the codes)")
+        if self.model.width_mult != 1.0 and self.model.kind != "mobilenet_v2":
+            raise ValueError(f"model.width_mult is only supported by mobilenet_v2, not "
+                             f"{self.model.kind!r}")
+        if self.attack is not None:
+            self.attack.check_targets(self)
         return self
 
     def clients_per_round(self) -> int:

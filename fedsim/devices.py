@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.config import Choice, Fixed, LogNormal, Uniform
+from fedsim.config import LOGNORMAL_CLIP_SIGMAS, Choice, Fixed, LogNormal, Uniform
 
 #: Named device profiles: sustained training throughput in FLOP/s. These are fedsim's own
 #: round numbers for effective (not peak) PyTorch training speed, meant as orders of magnitude.
@@ -29,7 +29,8 @@ def draw(spec: float | Fixed | Uniform | LogNormal | Choice, n: int, rng: np.ran
     if isinstance(spec, Uniform):
         return rng.uniform(spec.low, spec.high, n)
     if isinstance(spec, LogNormal):
-        return spec.median * np.exp(spec.sigma * rng.standard_normal(n))
+        z = np.clip(rng.standard_normal(n), -LOGNORMAL_CLIP_SIGMAS, LOGNORMAL_CLIP_SIGMAS)
+        return spec.median * np.exp(spec.sigma * z)
     if isinstance(spec, Choice):
         return rng.choice(np.asarray(spec.values, dtype=float), n)
     raise TypeError(f"not a distribution: {spec!r}")

@@ -23,7 +23,9 @@ class EncryptionSetup:
     server's wire vector for the harness's evaluation (outside the protocol: the server never
     holds it). ``init_broadcast`` is a plaintext initial model the server sends every client once
     (``init_plain``); ``quantize_plaintext`` makes clients run a lossy codec on the plaintext
-    update and send its encrypted dequantization as fp32; ``info`` goes to run_info.
+    update and send its encrypted dequantization as fp32; ``info`` goes to run_info;
+    ``layout_payload`` is the encrypted model's public structure (``keynet_layout``), sent by
+    the key agent to the server once at set-up.
     """
 
     client_domain: WeightDomain | None
@@ -34,9 +36,10 @@ class EncryptionSetup:
     init_broadcast: bytes | None = None
     quantize_plaintext: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    layout_payload: bytes | None = None  # the key-dependent structure the key agent publishes
 
 
-def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...], seed: int,
+def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...],
                     initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
     """The :class:`EncryptionSetup` for ``cfg``."""
     if isinstance(cfg, NoEncryptionConfig):
@@ -45,5 +48,5 @@ def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[
     if isinstance(cfg, KeyNetConfig):
         from fedsim.keynet.setup import keynet_setup
 
-        return keynet_setup(cfg, model, input_shape, seed, initial_state)
+        return keynet_setup(cfg, model, input_shape, initial_state)
     raise TypeError(f"no encryption for {cfg!r}")

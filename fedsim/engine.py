@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import simpy
 import torch
 from tqdm.auto import tqdm
 
+from fedsim.checkpoint import Checkpointer
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
@@ -40,6 +42,8 @@ from fedsim.trainers import (
     Trainer,
 )
 from fedsim.training import evaluate
+
+log = logging.getLogger("fedsim")
 
 
 class SimulationError(RuntimeError):
@@ -81,8 +85,9 @@ def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     return model
 
 
-def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
-    """Simulate one run and return its tables."""
+def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None
+        ) -> RunResult:
+    """Simulate one run and return its tables (resuming from and writing ``checkpoint``)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     placement = resolve_placement(cfg.compute.torch_device)
     data = get_dataset(cfg)
@@ -100,7 +105,8 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flops_per_sample = train_flops_per_sample(model, input_shape)
 
-    env = simpy.Environment()
+    saved = checkpoint.load_round(cfg) if checkpoint is not None else None
+    env = simpy.Environment(saved["now_s"] if saved is not None else 0.0)
     network = Network(env)
     recorder = Recorder()
     network.subscribe(recorder.on_arrival)
@@ -108,7 +114,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
     codec = make_codec(cfg.codec, slots=m)
-    crypto = make_encryption(cfg.encryption, model, input_shape, cfg.seed, initial_state)
+    crypto = make_encryption(cfg.encryption, model, input_shape, initial_state)
     pre_codec = None
     if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):
         pre_codec, codec = codec, IdentityCodec()  # quantize plaintext, send it encrypted as fp32
@@ -158,20 +164,27 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
             await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
-                              cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
+                              cfg.selection.weighting, cfg.time_budget_s,
+                              seed_for(cfg.seed, "server", "selection"))
     server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
                     availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
                     on_dispatch=trainer.cohort)
     if crypto.key_payload is not None:
-        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
+        router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
+        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload,
+                             crypto.layout_payload).run())
     for c in clients:
         env.process(c.run())
+    evals = checkpoint.restore(saved, server, recorder) if saved is not None else {}
     env.process(server.run())
 
     evals = _drive(env, server, recorder, cfg, trainer.model, data, placement, crypto.eval_domain,
-                   progress)
+                   progress, checkpoint, evals)
+    if server.diverged_round is not None:
+        log.warning("scheme %r diverged in round %d (non-finite global model); stopped there, "
+                    "its tables are kept", cfg.scheme, server.diverged_round)
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
@@ -190,11 +203,10 @@ def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.T
     return SequentialTrainer(model, x, y, placement, jobs, cfg.seed, kernels)
 
 
-def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain,
-           progress) -> dict:
+def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain, progress,
+           checkpoint, evals) -> dict:
     """Step the simulation; evaluate each new global model as the server publishes it."""
     x_test, y_test = placement.tensor(data.x_test), placement.tensor(data.y_test)
-    evals: dict[int, tuple[float, float, float]] = {}
     bar = tqdm(total=cfg.rounds, disable=not progress, desc=cfg.scheme, unit="round", leave=False)
     while not server.done.triggered:
         if env.peek() == math.inf:
@@ -203,15 +215,17 @@ def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_d
         env.step()
         while recorder.snapshots:
             rnd, wire = recorder.snapshots.popleft()
-            if rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0:
-                continue
-            h0 = time.perf_counter()
-            model.load_state_dict(eval_domain.from_wire(wire), strict=False)
-            acc, loss = evaluate(model, x_test, y_test)
-            evals[rnd] = (acc, loss, time.perf_counter() - h0)
-            if rnd:
-                bar.update(1)
-                bar.set_postfix(acc=f"{acc:.3f}", sim_t=f"{env.now:.1f}s")
+            if not ((rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0)
+                    or rnd == server.diverged_round):
+                h0 = time.perf_counter()
+                model.load_state_dict(eval_domain.from_wire(wire), strict=False)
+                acc, loss = evaluate(model, x_test, y_test)
+                evals[rnd] = (acc, loss, time.perf_counter() - h0)
+                if rnd:
+                    bar.update(1)
+                    bar.set_postfix(acc=f"{acc:.3f}", sim_t=f"{env.now:.1f}s")
+            if checkpoint is not None:  # the server waits between rounds: every client is idle
+                checkpoint.save_round(cfg, rnd, env.now, server, recorder, evals)
     bar.close()
     return evals
 

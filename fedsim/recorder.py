@@ -18,6 +18,7 @@ BYTES_COLUMN = {
     "update_up": "bytes_up",
     "model_init": "bytes_up",
     "key_request": "bytes_keys",
+    "keynet_layout": "bytes_keys",
     "key": "bytes_keys",
 }
 

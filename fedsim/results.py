@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pandas as pd
 import yaml
 
 from fedsim.engine import RunResult
+from fedsim.outdir import publish
 
 TABLES = ("rounds", "clients", "messages", "histogram", "attacks")
 
@@ -31,14 +29,22 @@ def time_to_target(rounds: pd.DataFrame, target: float) -> float:
 
 
 def summary(results: Sequence[RunResult]) -> pd.DataFrame:
-    """One row per run: final accuracy, time to target, total bytes, host seconds."""
+    """One row per run: status, final accuracy, time to target, total bytes, host seconds.
+
+    A run whose global model became non-finite has ``status`` "diverged", the round in
+    ``diverged_round`` and a NaN final accuracy (its earlier rounds are kept in the tables).
+    """
     rows = []
     for r in results:
         rd = r.rounds.sort_values("round")
         evaluated = rd.dropna(subset=["test_accuracy"])
+        diverged = rd.loc[rd["diverged"], "round"] if "diverged" in rd else rd["round"].iloc[:0]
         rows.append({
             "scheme": r.config.scheme, "seed": r.config.seed, "rounds": int(rd["round"].max()),
-            "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else np.nan,
+            "status": "diverged" if len(diverged) else "ok",
+            "diverged_round": int(diverged.iloc[0]) if len(diverged) else None,
+            "final_accuracy": (float(evaluated["test_accuracy"].iloc[-1])
+                               if len(evaluated) and not len(diverged) else np.nan),
             "target_accuracy": r.config.target_accuracy,
             "time_to_target_s": time_to_target(rd, r.config.target_accuracy),
             "sim_time_s": float(rd["sim_time_end"].max()),
@@ -59,7 +65,7 @@ def format_summary(table: pd.DataFrame) -> str:
         MB_down=(table["bytes_down"] / 1e6).map("{:.3f}".format),
         MB_keys=(table["bytes_keys"] / 1e6).map("{:.3f}".format),
         host_seconds=table["host_seconds"].map("{:.1f}".format),
-    )[["scheme", "seed", "rounds", "final_accuracy", "time_to_target_s", "sim_time_s", "MB_up",
+    )[["scheme", "seed", "rounds", "status", "final_accuracy", "time_to_target_s", "sim_time_s", "MB_up",
        "MB_down", "MB_keys", "host_seconds"]]
     target = table["target_accuracy"].iloc[0] if len(table) else float("nan")
     return shown.rename(columns={"time_to_target_s": f"time_to_{target:g}_s"}).to_string(index=False)
@@ -68,13 +74,10 @@ def format_summary(table: pd.DataFrame) -> str:
 def write_results(out_dir: str | Path, resolved: dict, results: Sequence[RunResult]) -> Path:
     """Write every table (Parquet and CSV), the resolved scenario and the summary, atomically.
 
-    Files go to a temporary sibling folder that replaces ``out_dir`` only when complete, so an
-    interrupted or failed run never leaves a half-written folder.
+    The folder is built beside ``out_dir`` and swapped in only when complete (see
+    :mod:`fedsim.outdir`), so an interrupted or failed run never leaves a half-written folder.
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for table in TABLES:
             frame = concat(results, table)
             frame.to_parquet(tmp / f"{table}.parquet", index=False)
@@ -88,14 +91,4 @@ def write_results(out_dir: str | Path, resolved: dict, results: Sequence[RunResu
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (tmp / "run_info.json").write_text(json.dumps(
             {r.config.scheme + f"/seed{r.config.seed}": r.info for r in results}, indent=2))
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return publish(Path(out_dir), fill, kind="run")

@@ -23,10 +23,52 @@ from fedsim.config import RunConfig
 
 _META_KEYS = ("name", "description", "schemes", "sweep", "reference")
 _SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+#: Scenario names become a folder under results/, so they may not hold a path.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}$")
+
+
+#: Deepest nesting of mappings and lists a scenario may have (real ones use about 5).
+MAX_DEPTH = 32
 
 
 class ScenarioError(ValueError):
     """A scenario file or override is invalid; the message is one line naming where and what."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also rejects duplicate keys and nesting deeper than MAX_DEPTH.
+
+    Raises :class:`yaml.YAMLError`, or :class:`ValueError` for too deep a nesting.
+    """
+    if _flow_depth(text) > MAX_DEPTH:  # PyYAML's scanner is quadratic in flow nesting depth
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    todo = [(doc, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        todo.extend((c, depth + 1) for c in children)
+    return doc
 
 
 @dataclass(frozen=True)
@@ -55,18 +97,44 @@ def read_yaml(src: str) -> dict[str, Any]:
     if not p.is_file():
         raise ScenarioError(f"{src}: no such scenario file")
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = parse_yaml(p.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"{src}: cannot read the file: {exc.strerror}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ScenarioError(f"{src}: YAML syntax error{where}: {exc.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{src}: cannot parse YAML: {exc}") from None
+    except ValueError as exc:
+        raise ScenarioError(f"{src}: {exc}") from None
     if doc is None:
         raise ScenarioError(f"{src}: file is empty")
     if not isinstance(doc, dict):
         raise ScenarioError(f"{src}: top level must be a mapping of keys, got {type(doc).__name__}")
     return doc
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting on any top-level entry (quotes and comments skipped)."""
+    deepest = depth = 0
+    quote = ""
+    for line in text.splitlines():
+        if line[:1] not in ("", " ", "\t", "]", "}"):
+            depth, quote = 0, ""  # a new top-level key: an unclosed bracket was plain text
+        for ch in line:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch in "]}":
+                depth = max(depth - 1, 0)
+    return deepest
 
 
 def apply_override(doc: dict[str, Any], item: str) -> None:
@@ -75,9 +143,10 @@ def apply_override(doc: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ScenarioError(f"--set {item!r}: expected KEY.PATH=VALUE")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ScenarioError(f"--set {item!r}: value is not valid YAML") from None
+        value = parse_yaml(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        why = exc if isinstance(exc, ValueError) else "value is not valid YAML"
+        raise ScenarioError(f"--set {item!r}: {why}") from None
     parts = key.strip().split(".")
     node = doc
     for i, part in enumerate(parts[:-1]):
@@ -110,8 +179,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def build_scenario(doc: dict[str, Any], src: str) -> Scenario:
     """Validate a parsed scenario document into one :class:`RunConfig` per scheme."""
     name = doc.get("name", Path(src).stem)
-    if not isinstance(name, str) or not name:
-        raise ScenarioError(f"{src}: name: must be a non-empty string")
+    if not isinstance(name, str) or not _PLAIN_NAME.match(name):
+        raise ScenarioError(f"{src}: name: must be a plain name of letters, digits, _ . + - "
+                            f"(no path, not starting with . or -; got {name!r})")
     description = doc.get("description", "")
     check_sweep(doc.get("sweep"), src)
     if not isinstance(doc.get("reference", {}), dict):

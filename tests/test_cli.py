@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from fedsim.cli import main
+from fedsim.outdir import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "scenarios" / "tiny.yaml")
@@ -160,9 +161,10 @@ def test_failing_run_after_start_leaves_no_output_and_keeps_old(tmp_path, capsys
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("previous results")
+    (out / MARKER).write_text('{"kind": "run"}')  # an earlier fedsim run's folder
     code = _call(["run", scenario, "--quiet", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "no MNIST files" in err[0] and "two.yaml: data:" in err[0]
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "two.yaml"]

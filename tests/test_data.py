@@ -143,7 +143,7 @@ def test_cifar_jpeg_decode_and_disk_cache(tmp_path, monkeypatch):
     assert sorted(os.listdir(root)) == [
         "cifar10-jpeg.tar.gz"
     ]  # nothing extracted into the data folder
-    cached = [f for f in os.listdir(cache) if f.endswith(".npz")]
+    cached = [f for f in os.listdir(cache) if f.endswith(".cache")]
     assert len(cached) == 1 and not [f for f in os.listdir(cache) if f.endswith(".tmp")]
 
     clear_memory_cache()
@@ -154,6 +154,71 @@ def test_cifar_jpeg_decode_and_disk_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "decode_jpeg_archive", no_decode)
     again = load_dataset("cifar10", data_root=str(root), cache_dir=str(cache))
     assert torch.equal(again.x_train, d.x_train) and torch.equal(again.y_test, d.y_test)
+
+
+def _cifar_cache_case(tmp_path, damage, caplog, monkeypatch) -> str:
+    """Build the cache, damage it, load again: the data must be decoded again, with a warning."""
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    root.mkdir()
+    _make_archive(root / "cifar10-jpeg.tar.gz")
+    first = load_dataset("cifar10", data_root=str(root), cache_dir=str(cache))
+    clear_memory_cache()
+    (path,) = cache.iterdir()
+    damage(path)
+    decodes = []
+    real = cifar.decode_jpeg_archive
+    monkeypatch.setattr(cifar, "decode_jpeg_archive", lambda a: decodes.append(a) or real(a))
+    caplog.clear()
+    again = load_dataset("cifar10", data_root=str(root), cache_dir=str(cache))
+    assert decodes and torch.equal(again.x_train, first.x_train)
+    assert torch.equal(again.y_train, first.y_train)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    clear_memory_cache()
+    return warnings[0]
+
+
+def _flip(path):
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+def _black_zeros(path):  # a well-formed cache (valid checksum) of black images labelled 0
+    from fedsim.cachefile import read_cache, write_cache
+    key = path.read_bytes().split(b'"key": "')[1].split(b'"')[0].decode()
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((30, 3, 32, 32), np.uint8), y_train=np.zeros(30, np.int64),
+             x_test=np.zeros((10, 3, 32, 32), np.uint8), y_test=np.zeros(10, np.int64))
+    assert read_cache(path, "cifar10-jpeg", key) is not None
+    write_cache(path, "cifar10-jpeg", key, buf.getvalue())
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (_flip, "checksum mismatch"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
+    (lambda p: p.write_bytes(p.read_bytes().replace(b'"version": 1', b'"version": 0')),
+     "another cache version"),
+    (lambda p: p.write_bytes(p.read_bytes().replace(b'"key": "', b'"key": "0', 1)),
+     "for something else"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 an old .npz"), "not a fedsim cache"),
+    (_black_zeros, "holds 1 of the 10 CIFAR-10 classes"),
+], ids=["flipped_byte", "truncated", "old_version", "foreign", "old_format", "black_zeros"])
+def test_cifar_cache_damage_is_rebuilt_with_one_warning(damage, reason, tmp_path, caplog,
+                                                        monkeypatch):
+    assert reason in _cifar_cache_case(tmp_path, damage, caplog, monkeypatch)
+
+
+def test_cifar_cache_unwritable_is_used_in_memory(tmp_path, caplog):
+    root = tmp_path / "data"
+    root.mkdir()
+    _make_archive(root / "cifar10-jpeg.tar.gz")
+    (tmp_path / "file").write_text("x")
+    d = load_dataset("cifar10", data_root=str(root), cache_dir=str(tmp_path / "file" / "cache"))
+    assert d.x_train.shape == (30, 3, 32, 32)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "in memory only" in warnings[0]
+    clear_memory_cache()
 
 
 def test_cifar_corrupt_archive(tmp_path):

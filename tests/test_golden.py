@@ -24,8 +24,8 @@ def test_tiny_scenario_through_the_cli(tmp_path):
     assert cpu < 30, f"tiny scenario used {cpu:.1f} CPU seconds"
     # stdout: the summary table, then where the tables went
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].split()[:4] == ["scheme", "seed", "rounds", "final_accuracy"]
-    assert lines[1].split()[:3] == ["fedavg", "0", "2"]
+    assert lines[0].split()[:5] == ["scheme", "seed", "rounds", "status", "final_accuracy"]
+    assert lines[1].split()[:4] == ["fedavg", "0", "2", "ok"]
     assert lines[-1] == f"tables written to {out}/"
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["scheme"]) == ["fedavg"] and summary["rounds"].iloc[0] == 2

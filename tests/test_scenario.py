@@ -22,7 +22,7 @@ BASE = {
     "schemes": {
         "q4": {},
         "q8": {"codec": {"levels": 8}},
-        "enn": {"codec": {"kind": "enn", "ratio": 8}},
+        "enn": {"codec": {"kind": "enn", "ratio": 8}, "selection": {"weighting": "uniform"}},
         "fp32": {"codec": {"kind": "identity"}, "training": {"lr": 0.05}},
     },
 }
@@ -108,7 +108,7 @@ def test_defaults_name_and_single_scheme(tmp_path):
     ({"schemes": {"a": {"codec": {"kind": "qsgd"}}}}, "schemes.a.codec.levels: required key is missing"),
     ({"codec": {"kind": "qsgd"}, "schemes": {"a": {"codec": {"bucket_size": 4}}}},
      "f.yaml: codec.levels: required key is missing"),
-    ({"name": ""}, "name: must be a non-empty string"),
+    ({"name": ""}, "name: must be a plain name"),
 ])
 def test_scenario_structure_errors(doc, message):
     with pytest.raises(ScenarioError) as err:

@@ -32,6 +32,7 @@ from fedsim.attacks.observation import (
     label_loss,
     unrolled_sgd_delta,
 )
+from fedsim.keynet.layout import layout_bytes, parse_layout
 
 Isolation = Literal["zero", "silent", "loo"]
 ISOLATIONS: tuple[str, ...] = ("zero", "silent", "loo")
@@ -140,16 +141,21 @@ class EncryptedLayout:
 
     @classmethod
     def from_domain(cls, domain: Any) -> EncryptedLayout:
-        """Copy the public layout (segments, activations) out of a ``KeyNetDomain``."""
-        if domain.space != "lowered" or not domain.plan.chained:
+        """The layout a ``KeyNetDomain`` publishes (tests; runs parse the captured message)."""
+        payload = layout_bytes(domain)
+        if payload is None:
             raise ValueError("the encrypted-domain attack needs a chain network in the lowered space")
-        segs = [s for s in domain.segments if s.kind == "layer"]
+        return cls.from_message(payload, domain.plan)
+
+    @classmethod
+    def from_message(cls, payload: bytes, plan: Any) -> EncryptedLayout:
+        """Parse a captured ``keynet_layout`` message; activations come from the architecture."""
+        patterns, numel = parse_layout(payload)
         layers = []
-        for seg, lp in zip(segs, domain.plan.layers, strict=True):
-            rows = np.repeat(np.arange(seg.shape[0]), np.diff(seg.indptr)).astype(np.int64)
-            layers.append(EncryptedLayer(rows, seg.indices.astype(np.int64), seg.shape,
-                                         seg.start, tuple(lp.acts)))
-        return cls(tuple(layers), int(domain.numel))
+        for pat, lp in zip(patterns, plan.layers, strict=True):
+            rows = np.repeat(np.arange(pat.shape[0]), np.diff(pat.indptr)).astype(np.int64)
+            layers.append(EncryptedLayer(rows, pat.indices, pat.shape, pat.start, tuple(lp.acts)))
+        return cls(tuple(layers), numel)
 
 
 class EncryptedForwardModel:

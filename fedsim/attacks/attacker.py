@@ -34,6 +34,7 @@ from fedsim.attacks.observation import Normalization, Observation
 from fedsim.attacks.plotting import save_reconstruction_grid
 from fedsim.attacks.result import AttackResult
 from fedsim.config import AttackConfig, EavesdropperConfig, RunConfig
+from fedsim.keynet.plan import plan_network
 from fedsim.message import Message
 from fedsim.network import Link
 from fedsim.rng import seed_for, torch_generator
@@ -51,7 +52,9 @@ class Adversary:
         self.name = self.kind if not self.links else f"eavesdropper[{','.join(sorted(self.links))}]"
         self.models: dict[tuple[int, int], bytes] = {}  # (round, client) -> model_down payload
         self.updates: dict[int, list[tuple[int, bytes]]] = defaultdict(list)  # arrival order
-        self.keys_seen = False
+        self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
+        self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
+        self.layout_payload: bytes | None = None  # the published KeyNet layout, if it saw it
 
     def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
         """Whether the threat model gives this adversary ``msg``."""
@@ -69,7 +72,11 @@ class Adversary:
         elif msg.kind == "update_up":
             self.updates[msg.round].append((int(msg.src.split("/")[1]), msg.payload))
         elif msg.kind == "key":
-            self.keys_seen = True
+            self.key_payload = msg.payload
+        elif msg.kind == "init_plain":
+            self.init_payload = msg.payload
+        elif msg.kind == "keynet_layout":
+            self.layout_payload = msg.payload
 
 
 def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
@@ -95,8 +102,9 @@ class AttackHarness:
     model
         The initial model (copied as the public architecture).
     codec, crypto
-        The run's codec (ENN decoder for server-side adversaries) and encryption set-up (KeyNet
-        layout for everyone; keys only for a compromised key agent).
+        The run's codec (ENN decoder for server-side adversaries) and encryption set-up (keys
+        only for a compromised key agent; keyless adversaries use the KeyNet layout only if they
+        captured its ``keynet_layout`` message, and keys only if they captured a ``key``).
     """
 
     def __init__(self, cfg: RunConfig, network: Any, data: Any, parts: Any, model: nn.Module,
@@ -112,6 +120,7 @@ class AttackHarness:
         for adv in self.adversaries:
             network.subscribe(adv.on_arrival)
         self._memo: dict[str, AttackResult] = {}
+        self._plan: Any = None  # the KeyNet plan of the architecture, built when first needed
 
     def targeted(self, cid: int) -> bool:
         """Whether client ``cid`` may be a target."""
@@ -166,20 +175,27 @@ class AttackHarness:
                        for m in methods]
         out = []
         for iso, delta in updates:
-            if self.keynet and adv.kind != "key_agent":
+            if self.keynet and adv.kind != "key_agent" and adv.key_payload is None:
                 if len(schedule) != 1:
                     out.append((iso, "encrypted-domain attack needs one local step", "encrypted"))
                     continue
                 if getattr(self.crypto.eval_domain, "_base", None) is not None:
                     out.append((iso, "relative ciphertext (init_by: server)", "encrypted"))
                     continue
-                layout = adapters.EncryptedLayout.from_domain(_inner(self.crypto.eval_domain))
+                if adv.layout_payload is None:
+                    out.append((iso, "no KeyNet layout captured (it goes to the server)",
+                                "encrypted"))
+                    continue
+                if self._plan is None:  # public: the architecture alone
+                    self._plan = plan_network(self.template, shape[1:], lower=True)
+                layout = adapters.EncryptedLayout.from_message(adv.layout_payload, self._plan)
                 obs = adapters.encrypted_observation(layout, wire0, delta, lr, shape, k, self.norm)
                 out.append((iso, obs, "encrypted"))
                 continue
             model = copy.deepcopy(self.template)
-            if self.keynet:  # the compromised key agent decrypts with the keys it generated
-                dom = self.crypto.eval_domain
+            if self.keynet:  # the key agent generated the keys; an eavesdropper captured them
+                dom = (self.crypto.eval_domain if adv.key_payload is None else
+                       self.crypto.domain_from_key(adv.key_payload, adv.init_payload))
                 s0, s1 = dom.from_wire(wire0), dom.from_wire(wire0 + delta)
                 delta = torch.cat([(s1[n] - s0[n]).reshape(-1).float() for n in s0])
                 model.load_state_dict(s0, strict=False)
@@ -236,6 +252,7 @@ class AttackHarness:
             "scheme": self.cfg.scheme, "seed": self.cfg.seed, "adversary": adv.kind,
             "adversary_view": adv.name, "isolation": iso, "domain": domain, "round": rnd,
             "client": cid, "target": t_index, "n_images": int(inputs.shape[0]),
+            "keys_captured": adv.key_payload is not None,
             "mode": self.a.mode, "method": self.a.method,
         }
         if isinstance(obs, str):
@@ -255,7 +272,8 @@ class AttackHarness:
                               seed_for(self.cfg.seed, "attack", rnd, cid), labels)
         metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
                            self.mean_image)
-        row.update(status="attacked", knowledge=_knowledge(adv.kind, domain, strategy),
+        row.update(status="attacked",
+                   knowledge=_knowledge(adv.kind, domain, strategy, adv.key_payload is not None),
                    obs_cosine=cos, obs_rel_error=err, **result.record(), **metrics.summary())
         row["psnr_db"] = row.pop("psnr_mean_db")
         row["ssim"] = row.pop("ssim_mean")
@@ -272,12 +290,14 @@ def _inner(domain: Any) -> Any:
     return getattr(domain, "inner", domain)
 
 
-def _knowledge(kind: str, domain: str, strategy: str) -> str:
+def _knowledge(kind: str, domain: str, strategy: str, captured: bool) -> str:
     parts = ["architecture", "lr", "batching", f"labels:{strategy}"]
     if domain == "encrypted":
         parts.append("keynet_layout")
     if kind == "key_agent":
         parts.append("keynet_keys")
+    elif captured:
+        parts.append("keynet_keys_captured")
     return ",".join(parts)
 
 

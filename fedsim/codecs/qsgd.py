@@ -28,7 +28,8 @@ offset      bytes        field
                          b-1 bits, sign in the top bit (bit order: :mod:`.qsgd_kernels`)
 ==========  ===========  ====================================================================
 
-So a payload takes exactly ``HEADER_BYTES + 4*ceil(p/d) + ceil(p*b/8)`` bytes
+A NaN norm marks a bucket of a non-finite (diverged) update; its codes are 0 and it decodes to
+NaN, so the server sees the divergence. So a payload takes exactly ``HEADER_BYTES + 4*ceil(p/d) + ceil(p*b/8)`` bytes
 (:func:`payload_nbytes`).
 """
 
@@ -153,11 +154,16 @@ class QsgdCodec(UpdateCodec):
         buf = _new_payload(p, self.levels, self.bucket_size, self.norm)
         nb = -(-p // self.bucket_size)
         norms = buf[HEADER_BYTES:HEADER_BYTES + 4 * nb].view(np.float32)
-        err2, tot2 = kern.quantize_pack(v, self.levels, self.bucket_size, self.norm == "max",
-                                        self.bits, np.uint64(int(seed) & _SEED_MASK), norms,
-                                        buf[HEADER_BYTES + 4 * nb:])
-        if not (math.isfinite(tot2) and np.isfinite(norms).all()):
-            raise ValueError("update has non-finite values (or a bucket norm overflows float32)")
+        finite = bool(np.isfinite(v).all())
+        if finite:
+            err2, tot2 = kern.quantize_pack(v, self.levels, self.bucket_size, self.norm == "max",
+                                            self.bits, np.uint64(int(seed) & _SEED_MASK), norms,
+                                            buf[HEADER_BYTES + 4 * nb:])
+        if not (finite and math.isfinite(tot2) and np.isfinite(norms).all()):
+            norms[:] = np.nan  # a diverged update (or a norm beyond float32): decodes to NaN
+            buf[HEADER_BYTES + 4 * nb:] = 0
+            return EncodedUpdate(buf.tobytes(), {"bits_per_coord": 8 * len(buf) / p,
+                                                 "rel_error": math.nan})
         payload = buf.tobytes()
         rel_error = math.sqrt(err2 / tot2) if tot2 > 0 else 0.0
         return EncodedUpdate(payload, {"bits_per_coord": 8 * len(payload) / p, "rel_error": rel_error})
@@ -227,8 +233,8 @@ def _split(payload: bytes, levels: int, d: int, p: int) -> tuple[np.ndarray, np.
     """The float32 norms (copied, aligned) and the packed code bytes (a read-only view)."""
     nb = -(-p // d)
     norms = np.frombuffer(payload, dtype="<f4", count=nb, offset=HEADER_BYTES).astype(np.float32)
-    if not (np.isfinite(norms).all() and (norms >= 0).all()):
-        raise ValueError("QSGD payload has a negative or non-finite bucket norm")
+    if (np.isinf(norms) | (norms < 0)).any():
+        raise ValueError("QSGD payload has a negative or infinite bucket norm")
     codes = np.frombuffer(payload, dtype=np.uint8, offset=HEADER_BYTES + 4 * nb)
     return norms, codes
 

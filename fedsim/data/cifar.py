@@ -2,8 +2,9 @@
 
 The JPEG archive (``train/<class>/NNNN.jpg``, ``test/<class>/NNNN.jpg``) is streamed through
 :mod:`tarfile` and decoded with Pillow once; nothing is extracted into the data folder. The
-decoded uint8 arrays are cached as ``<cache_dir>/cifar10-jpeg-<sha256[:16]>.npz`` (written to a
-temporary file, then ``os.replace``), keyed by the archive's SHA-256.
+decoded uint8 arrays are cached as ``<cache_dir>/cifar10-jpeg-<sha256[:16]>.cache``, keyed by the
+archive's SHA-256 and checksummed (:mod:`fedsim.cachefile`: a corrupt or foreign cache is
+rebuilt, an unwritable folder means memory only).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
-import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 
+from fedsim.cachefile import log, read_cache, write_cache
 from fedsim.data.base import DataError
 from fedsim.data.raw import RawData
 
@@ -83,11 +84,14 @@ def _sha256(path: str) -> str:
 
 def _load_jpeg_archive(archive: str, cache_dir: str) -> RawData:
     digest = _sha256(archive)
-    cache_file = os.path.join(cache_dir, f"cifar10-jpeg-{digest[:16]}.npz")
-    arrays = _read_cache(cache_file)
+    cache_file = Path(cache_dir) / f"cifar10-jpeg-{digest[:16]}.cache"
+    arrays = _read_cache(cache_file, digest)
     if arrays is None:
         arrays = decode_jpeg_archive(archive)
-        _write_cache(cache_file, arrays)
+        _check_classes(arrays, archive)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_cache(cache_file, "cifar10-jpeg", digest, buf.getvalue())
     return RawData(
         **arrays,
         num_classes=len(CIFAR10_CLASSES),
@@ -98,30 +102,28 @@ def _load_jpeg_archive(archive: str, cache_dir: str) -> RawData:
     )
 
 
-def _read_cache(path: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when the file is missing or unreadable."""
-    if not os.path.isfile(path):
+def _read_cache(path: Path, digest: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays of the archive with SHA-256 ``digest``, or None (rebuild)."""
+    payload = read_cache(path, "cifar10-jpeg", digest)
+    if payload is None:
         return None
     try:
-        with np.load(path) as npz:
-            return {k: npz[k] for k in _ARRAY_KEYS}
-    except (OSError, KeyError, ValueError, zlib.error):
+        with np.load(io.BytesIO(payload)) as npz:
+            arrays = {k: npz[k] for k in _ARRAY_KEYS}
+        _check_classes(arrays, str(path))
+    except (OSError, KeyError, ValueError, zlib.error) as exc:  # DataError is a ValueError
+        log.warning("cache %s does not hold valid CIFAR-10 (%s); rebuilding it", path, exc)
         return None
+    return arrays
 
 
-def _write_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` atomically (temporary file + ``os.replace``); warn if impossible."""
-    tmp = None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        warnings.warn(f"could not cache decoded CIFAR-10 at {path!r}: {exc}", stacklevel=3)
+def _check_classes(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Every split of CIFAR-10 holds all ten classes (a degenerate decode is not data)."""
+    for split in _SPLITS:
+        found = np.unique(arrays[f"y_{split}"])
+        if len(found) != len(CIFAR10_CLASSES):
+            raise DataError(f"{where}: the {split} split holds {len(found)} of the 10 CIFAR-10 "
+                            "classes")
 
 
 def decode_jpeg_archive(archive: str) -> dict[str, np.ndarray]:

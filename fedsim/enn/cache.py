@@ -1,20 +1,21 @@
 """On-disk cache of pre-trained ENNs, keyed by :meth:`EnnConfig.key`.
 
 Directory: ``$FEDSIM_CACHE`` if set, else ``~/.cache/fedsim/enn``. One file per config,
-``enn-<key>.pt``, written atomically (temporary file in the same directory, then
-:func:`os.replace`), so concurrent runs never read a half-written file.
+``enn-<key>.pt``: a checked cache file (:mod:`fedsim.cachefile`: version, key, SHA-256), written
+atomically, so concurrent runs never read a half-written file and a damaged one is retrained.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from fedsim.cachefile import log, read_cache, write_cache
 from fedsim.enn.config import EnnConfig
 from fedsim.enn.network import EnnNet
 from fedsim.enn.pretrain import PretrainResult, init_net, train_enn
@@ -35,35 +36,35 @@ def _config_json(config: EnnConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
 
 
-def _load(path: Path, config: EnnConfig) -> PretrainResult:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob["config"] != _config_json(config):
-        raise ValueError(f"{path} holds a different ENN config")
-    net: EnnNet = init_net(config)
-    net.load_state_dict(blob["state"])
+def _load(payload: bytes, config: EnnConfig, path: Path) -> PretrainResult | None:
+    """The trained ENN in a checked cache payload, or None (warned) if it does not fit."""
+    try:
+        blob = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        if blob["config"] != _config_json(config):
+            raise ValueError("it holds another ENN config")
+        net: EnnNet = init_net(config)
+        net.load_state_dict(blob["state"])
+        final_loss = float(blob["final_loss"])
+    except Exception as exc:  # noqa: BLE001 (any unpickling or shape error: retrain)
+        log.warning("cache %s does not fit this ENN (%s); retraining", path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
     net.eval().requires_grad_(False)
-    return PretrainResult(net, float(blob["final_loss"]))
+    return PretrainResult(net, final_loss)
 
 
 def _save(path: Path, config: EnnConfig, result: PretrainResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "config": _config_json(config),
-        "state": result.net.state_dict(),
-        "final_loss": result.final_loss,
-    }
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save({"config": _config_json(config), "state": result.net.state_dict(),
+                "final_loss": result.final_loss}, buf)
+    write_cache(path, "enn", config.key(), buf.getvalue())
 
 
 def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[PretrainResult, bool]:
     """Trained ENN for ``config`` from the cache, training and caching it on a miss.
+
+    A corrupt, truncated, foreign or old cache file is retrained and replaced, and an
+    unwritable cache folder keeps the weights in memory only (one warning line each).
 
     Returns
     -------
@@ -72,8 +73,10 @@ def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[Pre
         True when the weights came from disk (no training happened).
     """
     path = cache_path(config, directory)
-    if path.exists():
-        return _load(path, config), True
+    payload = read_cache(path, "enn", config.key())
+    cached = None if payload is None else _load(payload, config, path)
+    if cached is not None:
+        return cached, True
     result = train_enn(config)
     _save(path, config, result)
     return result, False

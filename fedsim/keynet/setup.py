@@ -2,8 +2,8 @@
 
 Protocol (see ``docs/schemes.md``, section ``keynet``):
 
-* The key agent samples one key set from its own stream ``seed_for(seed, "key_agent", "keys")``
-  and answers every ``key_request`` with a ``key`` message: the serialized :class:`KeySet`
+* The key agent samples one key set from a 63-bit key seed drawn from OS entropy (or the
+  configured ``key_seed``, for exact replays; never derived from the run seed) and answers every ``key_request`` with a ``key`` message: the serialized :class:`KeySet`
   (``key_delivery: material``) or the 8-byte key seed (``key_delivery: seed``; the client
   derives the same keys with :func:`make_keys`). The server is never sent either.
 * ``init_by: client``: client 0 encrypts the initial model and sends ``model_init``; the server
@@ -18,6 +18,7 @@ Protocol (see ``docs/schemes.md``, section ``keynet``):
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -30,9 +31,9 @@ from fedsim.domain import PlainDomain, WeightDomain
 from fedsim.encryption import EncryptionSetup
 from fedsim.keynet.domain import KeyNetDomain, make_keys
 from fedsim.keynet.keys import KeySet, seed_from_bytes, seed_to_bytes
+from fedsim.keynet.layout import layout_bytes
 from fedsim.keynet.plan import NetworkPlan, plan_network
 from fedsim.keynet.report import size_table
-from fedsim.rng import seed_for
 from fedsim.wire import pack_vector, unpack_vector
 
 
@@ -97,7 +98,7 @@ class KeyNetWireDomain(WeightDomain):
         return torch.from_numpy((self.inner.cipher.enc @ d).astype(np.float32))
 
 
-def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ...], seed: int,
+def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ...],
                  initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
     """Wire KeyNet into a run: key agent payloads, client domains and the harness's domain.
 
@@ -109,13 +110,11 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
         The model (architecture; its weights are not read).
     input_shape : tuple[int, ...]
         One input sample, e.g. ``(1, 28, 28)``.
-    seed : int
-        The run seed; the key agent's keys come from ``seed_for(seed, "key_agent", "keys")``.
     initial_state : dict[str, torch.Tensor]
         The initial global model theta0 (plaintext, held by the initialising party).
     """
     plan = plan_network(model, tuple(input_shape), lower=cfg.space == "lowered")
-    key_seed = seed_for(seed, "key_agent", "keys")
+    key_seed = secrets.randbits(63) if cfg.key_seed is None else cfg.key_seed
     keys = make_keys(plan, key_seed, cfg.space, cfg.alpha, gains=cfg.gains)
     key_bytes = keys.to_bytes() if cfg.key_delivery == "material" else seed_to_bytes(key_seed)
     template = {k: v for k, v in initial_state.items()}
@@ -128,7 +127,7 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
     info = {
         "eval_outside_protocol": True,
         "keynet_space": cfg.space, "keynet_alpha": cfg.alpha, "keynet_gains": cfg.gains,
-        "key_delivery": cfg.key_delivery, "init_by": cfg.init_by,
+        "key_delivery": cfg.key_delivery, "init_by": cfg.init_by, "keynet_key_seed": key_seed,
         "key_message_bytes": len(key_bytes), "key_material_bytes": keys.nbytes(),
         "plain_numel": plain.numel, "cipher_numel": harness.numel,
         "plain_model_bytes": len(pack_vector(torch.zeros(plain.numel))),
@@ -140,7 +139,7 @@ def keynet_setup(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ..
         client_domain=None, domain_from_key=domain_from_key, key_payload=lambda client: key_bytes,
         eval_domain=harness, init_by_client=cfg.init_by == "client",
         init_broadcast=None if base is None else pack_vector(base), quantize_plaintext=True,
-        info=info)
+        info=info, layout_payload=layout_bytes(harness.inner))
 
 
 def _client_domains(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int, ...],

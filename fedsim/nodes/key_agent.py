@@ -21,12 +21,15 @@ class KeyAgent:
     name = "key_agent"
 
     def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store,
-                 key_payload: Callable[[str], bytes]):
+                 key_payload: Callable[[str], bytes], layout: bytes | None = None):
         self.env, self.router, self.inbox = env, router, inbox
         self._key_payload = key_payload
+        self._layout = layout  # the encrypted model's public structure, published to the server
 
     def run(self):
-        """Serve key requests forever."""
+        """Publish the layout (if any) to the server, then serve key requests forever."""
+        if self._layout is not None:
+            self.router.send(Message("keynet_layout", self.name, "server", 0, self._layout))
         while True:
             req = yield self.inbox.get()
             if req.kind == "key_request":

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 import torch
 
@@ -15,7 +16,6 @@ from fedsim.message import Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
 from fedsim.recorder import Recorder
-from fedsim.rng import numpy_rng
 from fedsim.wire import pack_vector, unpack_vector
 
 
@@ -29,7 +29,7 @@ class ServerSettings:
     deadline_s: float | None  # simulated seconds after dispatch; later updates are dropped
     weighting: str  # "samples" (FedAvg) or "uniform" (FedPAQ)
     time_budget_s: float | None  # no round starts after this simulated time
-    seed: int
+    selection_seed: int  # the server's own stream; the run seed (other streams' root) stays out
 
 
 def client_name(cid: int) -> str:
@@ -57,13 +57,15 @@ class Server:
         self.availability, self.recorder = availability, recorder
         self.global_wire = initial
         self.numel = numel
-        self._rng = numpy_rng(settings.seed, "server", "selection")
+        self._rng = np.random.default_rng(settings.selection_seed)
         self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
         self._set_up: set[int] = set()
         self.done = env.event()
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
         # engine hook: called with (round, selected clients in slot order) before the broadcast
         self._on_dispatch = on_dispatch
+        self.diverged_round: int | None = None  # first round whose global model is not finite
+        self.first_round = 1  # > 1 when resumed from a checkpoint (set-up already done)
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
@@ -74,6 +76,19 @@ class Server:
 
     def run(self):
         """Set-up (wait for a client-initialised model if needed), then one loop per round."""
+        if self.first_round == 1:
+            yield from self._set_up_round()
+        for rnd in range(self.first_round, self.settings.rounds + 1):
+            if self.settings.time_budget_s is not None and self.env.now >= self.settings.time_budget_s:
+                break
+            yield from self._round(rnd)
+            yield self.env.timeout(0)
+            if self.diverged_round is not None:
+                break  # NaN/inf never recovers: stop this scheme, keep its tables
+        self.done.succeed()
+
+    def _set_up_round(self):
+        """Round 0: the initial model (sent in plaintext, or received from client 0)."""
         t0, h0 = self.env.now, time.perf_counter()
         if self._init_broadcast is not None:
             for cid in sorted(self.sample_counts):
@@ -84,12 +99,6 @@ class Server:
             self.global_wire = unpack_vector(msg.payload)
         self._finish_round(0, t0, h0, [], [], 0, 0, 0)
         yield self.env.timeout(0)  # let the engine evaluate before the next round starts
-        for rnd in range(1, self.settings.rounds + 1):
-            if self.settings.time_budget_s is not None and self.env.now >= self.settings.time_budget_s:
-                break
-            yield from self._round(rnd)
-            yield self.env.timeout(0)
-        self.done.succeed()
 
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
@@ -136,6 +145,8 @@ class Server:
             delta = self.codec.aggregate([msg.payload for msg in accepted], weights,
                                          list(range(len(accepted))), numel=self.numel)
             self.global_wire = self.global_wire + delta
+            if not bool(torch.isfinite(self.global_wire).all()):
+                self.diverged_round = rnd
         self._finish_round(rnd, t_start, h_start, selected, accepted, n_dropout,
                            n_late=len(waiting) if len(accepted) < m else 0,
                            n_surplus=len(selected) - len(accepted) - n_dropout - (
@@ -154,5 +165,6 @@ class Server:
             "n_selected": len(selected), "n_completed": len(accepted),
             "n_dropped": len(selected) - len(accepted), "n_dropout": n_dropout, "n_late": n_late,
             "n_surplus": n_surplus, "host_seconds": time.perf_counter() - h_start,
+            "diverged": self.diverged_round == rnd,
         })
         self.recorder.snapshots.append((rnd, self.global_wire.clone()))

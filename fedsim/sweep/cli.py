@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit 0 if every run succeeded, 1 if some failed, 2 for bad input."""
+    from fedsim.outdir import check_output, claim
     from fedsim.scenario import ScenarioError
     from fedsim.sweep.executors import make_executor
     from fedsim.sweep.expand import load_sweep
@@ -45,8 +46,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ScenarioError("--ray-address needs --executor ray")
     sweep = load_sweep(args.scenario, args.overrides)
     out = Path(args.out or Path("results") / sweep.name)
+    check_output(out, "sweep", inputs=[Path(args.scenario)])
     executor = make_executor(args.executor, args.workers, args.ray_address, args.threads)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    claim(out, "sweep")
     try:
         report = run_sweep(sweep, out, executor, progress=not args.quiet)
     except KeyboardInterrupt:

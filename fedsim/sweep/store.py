@@ -9,18 +9,17 @@
     <out>/runs.csv                  one row per run: id, scheme, seed, swept keys, status, error
     <out>/failures.csv              the failed runs only
     <out>/<table>.parquet|csv       every finished run's rows, with run_id and the swept keys
+    <out>/fedsim-output.json        marks the folder as a fedsim sweep (others are never written)
 
 A run counts as done only when its folder holds ``DONE``. Each folder is assembled in a
-temporary sibling and renamed into place, so a sweep killed at any moment leaves either a
-complete run or none; re-running it skips exactly the done runs.
+temporary sibling and swapped into place (:func:`fedsim.outdir.publish`), so a sweep killed at
+any moment leaves either a complete run or none; re-running it skips exactly the done runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import pandas as pd
 import yaml
 
 from fedsim.engine import RunResult
+from fedsim.outdir import publish, write_file_atomic
 from fedsim.results import TABLES, format_summary, summary
 from fedsim.sweep.expand import Sweep, SweepRun
 
@@ -104,14 +104,14 @@ def write_combined(out: Path, sweep: Sweep) -> tuple[int, int]:
                           .reset_index(drop=True), summ.drop(columns=["scheme", "seed"])], axis=1)
     files["summary"] = summ
     for name, frame in files.items():
-        _atomic(out / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
+        write_file_atomic(out / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
         if name in TABLES or name == "summary":
-            _atomic(out / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False))
+            write_file_atomic(out / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False))
     if len(summ):
-        _atomic(out / "summary.txt", lambda p: p.write_text(_summary_text(summ, sweep) + "\n"))
+        write_file_atomic(out / "summary.txt", lambda p: p.write_text(_summary_text(summ, sweep) + "\n"))
     resolved = {"name": sweep.name, "source": sweep.source, "sweep_keys": sweep.keys,
                 "document": sweep.document}
-    _atomic(out / "scenario.resolved.yaml",
+    write_file_atomic(out / "scenario.resolved.yaml",
             lambda p: p.write_text(yaml.safe_dump(resolved, sort_keys=False)))
     return len(results), int((runs["status"] == "failed").sum())
 
@@ -149,23 +149,5 @@ def _run_json(run: SweepRun, info: dict) -> str:
                        "config": run.config.model_dump(mode="json")}, indent=2, default=str)
 
 
-def _publish(out: Path, run: SweepRun, fill) -> None:
-    final = run_dir(out, run.run_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", dir=final.parent))
-    try:
-        fill(tmp)
-        if final.exists():  # an earlier failed attempt
-            trash = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.old.", dir=final.parent))
-            os.replace(final, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _publish(out: Path, run: SweepRun, fill: Callable[[Path], None]) -> None:
+    publish(run_dir(out, run.run_id), fill, kind="sweep-run")  # replaces an earlier failed attempt

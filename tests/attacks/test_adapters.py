@@ -18,6 +18,7 @@ from fedsim.codecs.qsgd import QsgdCodec
 from fedsim.domain import PlainDomain
 from fedsim.keynet import KeyNetDomain, encrypt_input, plan_network
 from fedsim.keynet.keys import KeySet, KeySlot
+from fedsim.keynet.layout import layout_bytes, parse_layout
 from tests.attacks.support import lenet, mnist_digits
 
 SHAPE = (1, 1, 28, 28)
@@ -107,6 +108,20 @@ def test_keynet_encrypted_domain_permutation_keys():
     _check(obs, x_enc, y)
     assert infer_labels(obs, "idlg").tolist() == y.tolist()
     assert obs.forward_model.n_groups == sum(p.numel() for p in model.parameters()) + 1
+
+
+def test_keynet_layout_message_matches_formula_and_domain():
+    dom = permutation_domain(lenet(3))
+    payload = layout_bytes(dom)
+    segs = [s for s in dom.segments if s.kind == "layer"]
+    assert len(payload) == 16 + sum(24 + 4 * (s.shape[0] + 1) + 4 * len(s.indices) for s in segs)
+    layers, numel = parse_layout(payload)
+    assert numel == dom.numel and len(layers) == len(segs)
+    for got, seg in zip(layers, segs):
+        assert got.shape == tuple(seg.shape) and got.start == seg.start
+        assert (got.indptr == seg.indptr).all() and (got.indices == seg.indices).all()
+    with pytest.raises(ValueError, match="trailing"):
+        parse_layout(payload + b"\0")
 
 
 class _IdentityEnn:

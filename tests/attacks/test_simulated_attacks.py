@@ -165,3 +165,27 @@ def test_enn_isolation_close_to_fedavg_when_decoding_is_good():
     for _, r in rows[rows["obs_cosine"] >= 0.9].iterrows():
         assert abs(min(r["psnr_db"], CAP) - min(plain_sim[r["client"]], CAP)) <= 3.0, r
     # rows with obs_cosine < 0.9: decoding is poor and no PSNR claim is made for them
+
+
+def test_eavesdropper_that_captures_keynet_keys_decrypts_and_is_reported():
+    """Key messages cross client/1:down in clear: that eavesdropper decrypts; a tap on the
+    uplink only never sees a key and is left with the encrypted-domain attack."""
+    taps = [{"kind": "eavesdropper", "links": ["client/1:up", "client/1:down"]},
+            {"kind": "eavesdropper", "links": ["client/1:up", "server:egress"]},
+            {"kind": "eavesdropper", "links": ["server:egress", "server:ingress"]}]
+    cfg, = build_scenario({**BASE, "encryption": {"kind": "keynet", "gains": "power_of_two"},
+                           "attack": {**BASE["attack"], "adversaries": taps, "clients": [1],
+                                      "max_targets": 1, "dlg": {"outer_steps": 2}}},
+                          "test").runs
+    table = run(cfg).attacks.set_index("adversary_view")
+    keyed = table.loc["eavesdropper[client/1:down,client/1:up]"]
+    blind = table.loc["eavesdropper[client/1:up,server:egress]"]
+    assert keyed["keys_captured"] and keyed["domain"] == "plain"
+    assert "keynet_keys_captured" in keyed["knowledge"]
+    assert keyed["obs_cosine"] > 0.99999  # decrypted with the captured keys: the true gradient
+    # no key, and the published layout went to the server over its ingress, not this tap
+    assert not blind["keys_captured"] and blind["domain"] == "encrypted"
+    assert blind["status"] == "not attacked: no KeyNet layout captured (it goes to the server)"
+    layout = table.loc["eavesdropper[server:egress,server:ingress]"]  # saw the layout message
+    assert layout["status"] == "attacked" and layout["domain"] == "encrypted"
+    assert "keynet_layout" in layout["knowledge"] and "keynet_keys" not in layout["knowledge"]

@@ -109,3 +109,55 @@ def test_default_end_to_end_near_linear_bound():
     mse = approximation_mse(train_enn(cfg).net, groups=5_000)
     bound = linear_bound_mse(cfg.n, cfg.m, cfg.sample_var, cfg.slots)
     assert mse < 1.1 * bound
+
+
+def _flip_byte(p):
+    blob = bytearray(p.read_bytes())
+    blob[-50] ^= 0x01
+    p.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (_flip_byte, "checksum mismatch"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-10]), "truncated"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 a torch.save zip from an older fedsim"),
+     "not a fedsim cache"),
+], ids=["flipped_byte", "truncated", "old_format"])
+def test_damaged_cache_is_retrained_with_one_warning(damage, reason, tmp_path, caplog):
+    cfg = EnnConfig(n=8, ratio=2, slots=2, residual_blocks=0, decoder_width=16, encoder_hidden=(8,),
+                    steps=10, batch=8)
+    first, _ = load_or_train(cfg, tmp_path)
+    (path,) = tmp_path.glob("enn-*.pt")
+    damage(path)
+    caplog.clear()
+    again, cached = load_or_train(cfg, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert not cached and len(warnings) == 1 and reason in warnings[0], warnings
+    s1, s2 = first.net.state_dict(), again.net.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)  # retrained deterministically
+    assert load_or_train(cfg, tmp_path)[1]  # and the cache is whole again
+
+
+def test_foreign_cache_payload_is_retrained(tmp_path, caplog):
+    small = EnnConfig(n=8, ratio=2, slots=2, residual_blocks=0, decoder_width=16,
+                      encoder_hidden=(8,), steps=10, batch=8)
+    other = EnnConfig(n=8, ratio=2, slots=2, residual_blocks=0, decoder_width=8,
+                      encoder_hidden=(8,), steps=10, batch=8)
+    load_or_train(other, tmp_path / "o")
+    (src,) = (tmp_path / "o").glob("enn-*.pt")
+    payload = cache_mod.read_cache(src, "enn", other.key())
+    cache_mod.write_cache(cache_mod.cache_path(small, tmp_path), "enn", small.key(), payload)
+    caplog.clear()
+    _, cached = load_or_train(small, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert not cached and len(warnings) == 1 and "another ENN config" in warnings[0]
+
+
+def test_unwritable_cache_folder_trains_in_memory(tmp_path, caplog):
+    (tmp_path / "file").write_text("x")
+    cfg = EnnConfig(n=8, ratio=2, slots=2, residual_blocks=0, decoder_width=16, encoder_hidden=(8,),
+                    steps=10, batch=8)
+    result, cached = load_or_train(cfg, tmp_path / "file" / "cache")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert not cached and result.net is not None
+    assert len(warnings) == 1 and "in memory only" in warnings[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import types
+from secrets import randbits
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ import torch
 
 from fedsim import engine
 from fedsim.config import RunConfig
+from fedsim.keynet import setup
 from fedsim.keynet.cipher import LinearCipher
-from fedsim.keynet.domain import KeyNetDomain
+from fedsim.keynet.domain import KeyNetDomain, make_keys
 from fedsim.keynet.keys import Key, KeySet, seed_to_bytes
+from fedsim.keynet.plan import plan_network
 from fedsim.keynet.setup import KeyNetWireDomain
+from fedsim.models import build_model
 from fedsim.network import Network
 from fedsim.nodes.router import Router
 from fedsim.recorder import Recorder
@@ -94,7 +98,8 @@ def _reachable(root, stop: tuple[type, ...]):
 @pytest.mark.parametrize("delivery", ["material", "seed"])
 def test_server_never_holds_key_material(spy, monkeypatch, delivery):
     cfg = _config(key_delivery=delivery)
-    key_seed = seed_for(cfg.seed, "key_agent", "keys")
+    drawn = []
+    monkeypatch.setattr(setup.secrets, "randbits", lambda k: drawn.append(randbits(k)) or drawn[-1])
     walks = []
 
     def check(server):
@@ -104,6 +109,7 @@ def test_server_never_holds_key_material(spy, monkeypatch, delivery):
         assert any(o is server.codec for o in objs) and any(o is server.global_wire for o in objs)
         forbidden = (KeySet, Key, KeyNetDomain, KeyNetWireDomain, LinearCipher)
         assert not [o for o in objs if isinstance(o, forbidden)]
+        key_seed, = drawn
         secrets = {seed_to_bytes(key_seed), *(m.payload for m in spy.sent if m.kind == "key")}
         assert not [o for o in objs if isinstance(o, (bytes, bytearray)) and bytes(o) in secrets]
         assert not [o for o in objs if type(o) is int and o == key_seed]
@@ -130,6 +136,42 @@ def test_server_never_holds_key_material(spy, monkeypatch, delivery):
     assert server.global_wire.numel() == res.info["cipher_numel"] > res.info["plain_numel"]
 
 
+def _rebuild_attempts(candidates: set[int], plan, cfg: RunConfig) -> set[bytes]:
+    """Key sets the server could sample: every int it holds, as a seed or a seed_for root."""
+    enc = cfg.encryption
+    seeds = {s for c in candidates for s in (c, seed_for(c, "key_agent", "keys"))}
+    return {make_keys(plan, s, enc.space, enc.alpha, gains=enc.gains).to_bytes() for s in seeds}
+
+
+def test_server_cannot_rebuild_keys_from_what_it_holds(spy):
+    """Play the server: every integer it holds (settings, RNG state, counters), the run seed it
+    may learn from the config, and the public architecture; none rebuilds the key messages."""
+    cfg = _config()
+    res, server, sent = spy(cfg)
+    keys = {m.payload for m in sent if m.kind == "key"}
+    assert len(keys) == 1
+    plan = plan_network(build_model("lenet5", pooling="avg"), (1, 28, 28), lower=True)
+    objs = _reachable(server, (simpy.Environment, Router, Network, Recorder))
+    held = {o for o in objs if type(o) is int and 0 <= o < 2**64}
+    held |= {int(v) for o in objs if isinstance(o, np.ndarray) and o.dtype.kind in "ui"
+             for v in o.reshape(-1)[:64]}  # RNG states and index arrays
+    held |= {cfg.seed, 0} | set(range(100))
+    assert server.settings.selection_seed in held and len(held) > 100
+    assert not _rebuild_attempts(held, plan, cfg) & keys
+    # the same attempt with the recorded key seed does rebuild them (so it would catch a leak)
+    assert _rebuild_attempts({res.info["keynet_key_seed"]}, plan, cfg) & keys == keys
+
+
+def test_key_seed_replays_keys_and_defaults_to_fresh_entropy(spy):
+    fresh = [spy(_config())[0].info["keynet_key_seed"] for _ in range(2)]
+    assert fresh[0] != fresh[1]
+    spy.sent.clear()
+    res, _, _ = spy(_config(key_seed=fresh[0]))
+    assert res.info["keynet_key_seed"] == fresh[0]
+    with pytest.raises(ScenarioError, match="encryption.key_seed"):
+        build_scenario({"encryption": {"kind": "keynet", "key_seed": -1}}, "s.yaml")
+
+
 @pytest.mark.parametrize("delivery", ["material", "seed"])
 def test_key_traffic_costs_time_and_bytes(spy, delivery):
     res, _, _ = spy(_config(key_delivery=delivery))
@@ -140,7 +182,9 @@ def test_key_traffic_costs_time_and_bytes(spy, delivery):
     assert (keys["bytes"] == expected).all() and len(keys) == N_CLIENTS
     assert (keys["t_arrive"] > keys["t_send"]).all()  # latency and bandwidth of real links
     r0 = res.rounds.set_index("round").loc[0]
-    assert r0["bytes_keys"] == keys["bytes"].sum() + reqs["bytes"].sum()
+    layout = msgs[msgs["kind"] == "keynet_layout"]  # the encrypted model's public structure
+    assert list(zip(layout["src"], layout["dst"])) == [("key_agent", "server")]
+    assert r0["bytes_keys"] == keys["bytes"].sum() + reqs["bytes"].sum() + layout["bytes"].sum()
     assert res.rounds.set_index("round").loc[1:, "bytes_keys"].eq(0).all()
     # client 0 encrypts the initial model (init_by: client) and sends it as ciphertext
     init = msgs[msgs["kind"] == "model_init"]
