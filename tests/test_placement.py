@@ -30,7 +30,7 @@ SCHEMES = {
     "keynet_lowered_qsgd": [*KEYNET, "codec={kind: qsgd, levels: 7}"],
     "keynet_channel_server_init": ["model.pooling=avg", ("encryption={kind: keynet, space: channel, "
                                    "init_by: server, key_delivery: seed}")],
-    "enn": ["codec={kind: enn, ratio: 4, pretrain: {steps: 20}}"],
+    "enn": ["codec={kind: enn, ratio: 4, pretrain: {steps: 20}}", "selection.weighting=uniform"],
     "momentum": ["training.momentum=0.9", "training.weight_decay=0.0005"],
     "mobilenet_v2": ["model={kind: mobilenet_v2, width_mult: 0.25}", "data.train_limit=40",
                      "data.test_limit=20", "rounds=1"],

@@ -112,12 +112,15 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, sig):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Execute: signal it as soon as the first run is complete
     deadline = time.monotonic() + 120
-    while not list(out.glob("runs/*/DONE")) and time.monotonic() < deadline:
+    def finished() -> list[Path]:  # published run folders (not the hidden ones being built)
+        return [p for p in out.glob("runs/*/DONE") if not p.parent.name.startswith(".")]
+
+    while not finished() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
-    done = {p.parent.name: p.parent.stat().st_ino for p in out.glob("runs/*/DONE")}
+    done = {p.parent.name: p.parent.stat().st_ino for p in finished()}
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
     assert 1 <= len(done) < 4
     # Execute: resume in process
