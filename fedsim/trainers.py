@@ -21,6 +21,7 @@ with dropout train differently (deterministically) on the two paths.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from torch.func import functional_call, grad_and_value, vmap
 from fedsim.placement import Placement
 from fedsim.rng import seed_for, torch_generator
 from fedsim.training import LocalTrainResult, autocast, batch_schedule, train_local
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,10 @@ class BatchedTrainer:
     def cohort(self, rnd: int, cids: Sequence[int]) -> None:
         """The server sent round ``rnd``'s model to ``cids``: they will be trained together."""
         self._cohorts[rnd] = [c for c in cids if self.jobs[c].work == self.work]
+        alone = [c for c in cids if self.jobs[c].work != self.work]
+        if alone:
+            log.info("round %d: clients %s train one by one (their local work differs from the "
+                     "run's, e.g. attack-friendly targets)", rnd, alone)
 
     def train(self, cid: int, rnd: int, global_state: Mapping[str, torch.Tensor]) -> TrainOutcome:
         """Client ``cid``'s result; the first call of a round trains its whole cohort."""
@@ -176,7 +183,9 @@ class BatchedTrainer:
             for start in range(0, len(cohort), self.max_clients):
                 self._train_chunk(rnd, cohort[start:start + self.max_clients], global_state,
                                   start // self.max_clients)
-        elif not torch.equal(flat, self._global[rnd]):  # not the cohort's model: train alone
+        elif not torch.equal(flat, self._global[rnd]):
+            log.warning("round %d: client %d starts from another model than its cohort; "
+                        "it trains alone", rnd, cid)
             return self.sequential.train(cid, rnd, global_state)
         outcome = self._done.pop((rnd, cid))
         if not any(r == rnd for r, _ in self._done):
