@@ -1,7 +1,7 @@
 """On-disk cache of pre-trained ENNs, keyed by :meth:`EnnConfig.key`.
 
 Directory: ``$FEDSIM_CACHE`` if set, else ``~/.cache/fedsim/enn``. One file per config,
-``enn-<key>.pt``, written atomically (temporary file in the same directory, then
+``enn-<key>.pt`` (``enn-<key>-<data key>.pt`` when trained on given groups), written atomically (temporary file in the same directory, then
 :func:`os.replace`), so concurrent runs never read a half-written file.
 """
 
@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,9 +27,10 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "fedsim" / "enn"
 
 
-def cache_path(config: EnnConfig, directory: Path | None = None) -> Path:
-    """File holding the trained weights of ``config``."""
-    return (directory or cache_dir()) / f"enn-{config.key()}.pt"
+def cache_path(config: EnnConfig, directory: Path | None = None, data_key: str | None = None) -> Path:
+    """File holding the trained weights of ``config`` (trained on the data named ``data_key``)."""
+    suffix = f"-{data_key}" if data_key else ""
+    return (directory or cache_dir()) / f"enn-{config.key()}{suffix}.pt"
 
 
 def _config_json(config: EnnConfig) -> str:
@@ -62,8 +64,14 @@ def _save(path: Path, config: EnnConfig, result: PretrainResult) -> None:
         raise
 
 
-def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[PretrainResult, bool]:
+def load_or_train(config: EnnConfig, directory: Path | None = None, *,
+                  data: tuple[str, Callable[[], torch.Tensor]] | None = None,
+                  ) -> tuple[PretrainResult, bool]:
     """Trained ENN for ``config`` from the cache, training and caching it on a miss.
+
+    ``data`` is ``(key, make_groups)``: train on ``make_groups()`` (see
+    :func:`~fedsim.enn.pretrain.train_enn`) instead of Gaussian samples; ``key`` must identify
+    those groups, and ``make_groups`` is only called on a miss.
 
     Returns
     -------
@@ -71,9 +79,9 @@ def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[Pre
     cached : bool
         True when the weights came from disk (no training happened).
     """
-    path = cache_path(config, directory)
+    path = cache_path(config, directory, data[0] if data else None)
     if path.exists():
         return _load(path, config), True
-    result = train_enn(config)
+    result = train_enn(config, data[1]() if data else None)
     _save(path, config, result)
     return result, False

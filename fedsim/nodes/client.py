@@ -69,7 +69,8 @@ class Client:
         self.env, self.router, self.inbox, self.cid = env, router, inbox, cid
         self.name = f"client/{cid}"
         self.indices, self.learner, self.work, self.compute = indices, learner, work, compute
-        self.codec, self.availability, self.recorder, self.seed = codec, availability, recorder, seed
+        self.codec = codec.for_client(cid)  # per-client state (e.g. ENN error feedback) stays here
+        self.availability, self.recorder, self.seed = availability, recorder, seed
         self.domain = domain
         self._domain_from_key = domain_from_key
         self._initial_state = initial_state  # set on the client that initialises the model
@@ -155,7 +156,7 @@ class Client:
             h2 = time.perf_counter()
             delta = self.domain.to_wire(model.state_dict()) - global_wire
         host_crypto += time.perf_counter() - h2
-        encoded = self.codec.encode(delta, seed=seed, slot=slot)
+        encoded = self.codec.encode(delta, seed=seed, slot=slot, rnd=rnd)
         row["host_encode_s"] = time.perf_counter() - h1
         compute_s = self.compute.seconds(result.samples * self.learner.train_flops_per_sample, host_train)
         crypto_flops = sum(self.domain.crypto_flops)

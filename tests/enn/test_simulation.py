@@ -94,8 +94,8 @@ def test_dropout_fallback_round_completes(monkeypatch):
     calls: list[tuple[EnnCodec, list[bytes], torch.Tensor]] = []
     encode, aggregate = EnnCodec.encode, EnnCodec.aggregate
 
-    def spy_encode(self, update, *, seed, slot):
-        enc = encode(self, update, seed=seed, slot=slot)
+    def spy_encode(self, update, *, seed, slot, rnd=0):
+        enc = encode(self, update, seed=seed, slot=slot, rnd=rnd)
         seen[enc.payload] = update.clone()
         return enc
 
