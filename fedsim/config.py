@@ -219,6 +219,7 @@ class EnnCodecConfig(Strict):
     scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
     encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
     decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
+    activation: Literal["relu", "tanh", "elu", "leaky_relu", "identity"] = "relu"  # identity: linear ENN
     scale: PosFloat = 1.0  # one factor common to every client, applied before encoding
     side_info: bool = False  # send each chunk's RMS (bfloat16) and normalise by it instead of scale
     error_feedback: bool = False  # clients keep the residual their code lost (downloads the decoder)

@@ -246,16 +246,20 @@ class EnnCodec(UpdateCodec):
         return self.net.decode_mean(scaled) * (rho / self._root_v)[:, None]
 
     def own_contribution(self, payload: bytes, slot: int, numel: int) -> torch.Tensor:
-        """What the decoder makes of one payload alone: ``N (D(own code, others silent) - D(all silent))``.
+        """What the decoder makes of one payload alone: ``N (D(own code) - D(zero-update code))``,
+        the other slots silent and (side information) the same chunk RMS in both terms.
 
         Float32 vector of ``numel`` (parameter units). A client with the decoder computes this
-        for error feedback; the server computes the same in its isolation attack.
+        for error feedback; the server can compute the same (its isolation attack). For a linear
+        ENN the round's decoded mean is exactly the mean of the contributions plus the decoder's
+        output for all-silent codes (scaled by the mean chunk RMS with side information).
         """
         offset = self.payload_offset(payload)
         codes, rms, present = self.silent_stack(numel, offset)
-        base = self.decode_stack(codes[:1], rms[:1], present)  # every all-silent chunk decodes alike
-        codes[:, slot], rms[:, slot] = self.parse(payload, numel, offset)
+        own, rms[:, slot] = self.parse(payload, numel, offset)
         present[slot] = True
+        base = self.decode_stack(codes, rms, present)
+        codes[:, slot] = own
         out = (self.decode_stack(codes, rms, present) - base) * self.config.slots
         return self.unchunk(out, numel, offset)
 

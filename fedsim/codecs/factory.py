@@ -36,6 +36,7 @@ def make_codec(cfg: CodecConfig, *, slots: int, model: nn.Module | None = None) 
             scale=cfg.scale, side_info=cfg.side_info, error_feedback=cfg.error_feedback, proxy=proxy,
             n=cfg.chunk, ratio=cfg.ratio, slots=slots,
             residual_blocks=cfg.residual_blocks, scheme=cfg.scheme,
-            encoder_hidden=cfg.encoder_hidden, decoder_width=cfg.decoder_width, steps=cfg.pretrain.steps,
+            encoder_hidden=cfg.encoder_hidden, decoder_width=cfg.decoder_width, activation=cfg.activation,
+            steps=cfg.pretrain.steps,
             batch=cfg.pretrain.batch_size, lr=cfg.pretrain.lr, seed=cfg.pretrain.seed)
     raise TypeError(f"no codec for {cfg!r}")

@@ -161,3 +161,31 @@ def test_proxy_digits_and_updates_deterministic():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert float(one[0].abs().max()) > 0
     assert spec.key(model) == ProxySpec(rounds=2, local_epochs=1).key(model) != ProxySpec().key(model)
+
+
+@pytest.fixture(scope="module")
+def linear_net(tmp_path_factory):
+    from fedsim.enn import load_or_train
+
+    cfg = EnnConfig(n=16, ratio=2, slots=3, residual_blocks=0, decoder_width=32, encoder_hidden=(),
+                    activation="identity", steps=200, batch=64)
+    return load_or_train(cfg, tmp_path_factory.mktemp("enn-linear"))[0].net
+
+
+@pytest.mark.parametrize("side_info", [False, True])
+def test_linear_enn_contributions_are_exact(linear_net, side_info):
+    """A linear ENN: the clients' own contributions add up to the decoded sum exactly, so error
+    feedback's residuals are exact; with side information too (code rescaling is exact)."""
+    codec = EnnCodec(linear_net, scale=30.0, side_info=side_info, error_feedback=True)
+    ups = _ups(3, 16 * 50 + 7, 1e-2, seed=9)
+    numel = ups[0].numel()
+    payloads = [codec.encode(u, seed=0, slot=i, rnd=4).payload for i, u in enumerate(ups)]
+    agg = codec.aggregate(payloads, [1 / 3] * 3, [0, 1, 2], numel=numel)
+    own = torch.stack([codec.own_contribution(p, i, numel) for i, p in enumerate(payloads)])
+    offset = codec.offset(4)
+    codes, rms, present = codec.silent_stack(numel, offset)
+    for i, p in enumerate(payloads):
+        rms[:, i] = codec.parse(p, numel, offset)[1]
+    present[:3] = True
+    bias = codec.unchunk(codec.decode_stack(codes, rms, present), numel, offset)
+    torch.testing.assert_close(own.mean(0) + bias, agg, rtol=1e-4, atol=1e-4 * float(agg.abs().max()))
