@@ -1,15 +1,16 @@
 """ENN options (issue 16): fidelity of the decoded average on real updates, and the FL accuracy table.
 
-``python -m analysis.enn_options fidelity SCENARIO --out DIR [--ratios 2 4 8 16 32] [--loop-rounds 10]``
-simulates real updates of the scenario's model and setup and writes
+``python -m analysis.enn_options fidelity SCENARIO --out DIR [--variant NAME=R1,R2 ...]
+[--loop-ratios R ...] [--loop-rounds 10]`` simulates real updates of the scenario's model and
+setup and writes
 
-* ``fidelity.csv`` / ``.md``: per code variant (``gaussian``, ``side``, ``proxy``, ``proxy+side``)
-  and ratio, the cosine and relative L2 error of the decoded average against the exact average
+* ``fidelity.csv`` / ``.md``: per code variant (``gaussian``, ``side``, ``proxy``, ``proxy+side``,
+  ``linear proxy+side``; see :data:`VARIANTS`) and ratio, the cosine and relative L2 error of the decoded average against the exact average
   of the same 9 real updates (mean over ``--rounds`` FedAvg rounds advanced by the exact mean,
   :func:`fedsim.enn.fidelity.collect_updates`), and the exact bytes per client;
 * ``loop.csv`` / ``.md`` (``--loop-ratios``): the same setup with the codec **in the loop** (the
-  model advances by the decoded average) for ``--loop-rounds`` rounds, with and without error
-  feedback: per round the cosine of the decoded average against the mean of the clients' raw
+  model advances by the decoded average) for ``--loop-rounds`` rounds, linear proxy+side ENN
+  with and without error feedback: per round the cosine of the decoded average against the mean of the clients' raw
   updates, and of the running sum of decoded averages against the running sum of raw means.
 
 ``python -m analysis.enn_options accuracy DIR [DIR ...] --out DIR`` reads ``fedsim run`` folders
@@ -40,12 +41,15 @@ from fedsim.rng import numpy_rng, torch_generator
 from fedsim.scenario import load_scenario
 from fedsim.training import batch_schedule, train_local
 
+#: Linear ENN: learned linear code, linear decoder (the ``*_lin`` schemes).
+LINEAR = {"activation": "identity", "encoder_hidden": [], "residual_blocks": 0}
 #: Code variants of the fidelity table: codec fields on top of the scenario's ENN settings.
 VARIANTS: dict[str, dict] = {
     "gaussian": {},
     "side": {"side_info": True},
     "proxy": {"pretrain": {"data": "proxy"}},
     "proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}},
+    "linear proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}, **LINEAR},
 }
 
 
@@ -74,11 +78,14 @@ def source(cfg: RunConfig, rounds: int) -> UpdateSource:
                         lr=cfg.training.lr, seed=cfg.seed)
 
 
-def fidelity_table(cfg: RunConfig, ratios: list[int], scale: float, rounds: int) -> pd.DataFrame:
-    """One row per (variant, ratio): mean cosine / relative error over ``rounds`` real rounds."""
+def fidelity_table(cfg: RunConfig, plan: dict[str, list[int]], scale: float,
+                   rounds: int) -> pd.DataFrame:
+    """One row per (variant, ratio) of ``plan``: mean cosine / relative error over ``rounds``
+    real rounds."""
     updates = collect_updates(source(cfg, rounds))
     rows = []
-    for name, fields in VARIANTS.items():
+    for name, ratios in plan.items():
+        fields = VARIANTS[name]
         for ratio in ratios:
             codec = enn_codec(cfg, ratio, scale, fields)
             for rnd, ups in enumerate(updates, start=1):
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fidelity")
     f.add_argument("scenario")
     f.add_argument("--out", required=True)
-    f.add_argument("--ratios", type=int, nargs="+", default=[2, 4, 8, 16, 32])
+    f.add_argument("--variant", action="append", default=[], metavar="NAME=R1,R2",
+                   help=f"variant and ratios, repeatable; names: {', '.join(VARIANTS)}")
     f.add_argument("--rounds", type=int, default=3)
     f.add_argument("--scale", type=float, default=265.0)
     f.add_argument("--loop-ratios", type=int, nargs="*", default=[])
@@ -195,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         _write(accuracy_table(args.dirs), Path(args.out), "accuracy")
         return 0
     cfg = base_run(args.scenario)
-    if args.ratios:
-        _write(fidelity_table(cfg, args.ratios, args.scale, args.rounds), Path(args.out), "fidelity")
+    plan = {name: [int(r) for r in ratios.split(",")]
+            for name, ratios in (v.split("=") for v in args.variant)}
+    if plan:
+        _write(fidelity_table(cfg, plan, args.scale, args.rounds), Path(args.out), "fidelity")
     loops = []
+    best = VARIANTS["linear proxy+side"]
     for ratio in args.loop_ratios:
-        for label, fields in (("proxy+side", VARIANTS["proxy+side"]),
-                              ("proxy+side+ef", {**VARIANTS["proxy+side"], "error_feedback": True})):
+        for label, fields in (("linear proxy+side", best),
+                              ("linear proxy+side+ef", {**best, "error_feedback": True})):
             loops.append(loop_table(cfg, ratio, args.scale, fields, args.loop_rounds, label))
     if loops:
         _write(pd.concat(loops, ignore_index=True), Path(args.out), "loop")

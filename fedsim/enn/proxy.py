@@ -85,6 +85,8 @@ def proxy_updates(model: nn.Module, spec: ProxySpec, slots: int) -> list[torch.T
 
     ``model`` is the run's initial global model; it is copied, never modified.
     """
+    if slots > spec.clients:
+        raise ValueError(f"need at least {slots} proxy clients, got {spec.clients}")
     with torch.random.fork_rng(devices=[]):  # dropout layers draw from the global RNG
         torch.manual_seed(seed_for(spec.seed, "enn", "proxy", "dropout"))
         return _run_proxy(copy.deepcopy(model).cpu(), spec, slots)
