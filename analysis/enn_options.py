@@ -8,6 +8,9 @@ setup and writes
   ``linear proxy+side``; see :data:`VARIANTS`) and ratio, the cosine and relative L2 error of the decoded average against the exact average
   of the same 9 real updates (mean over ``--rounds`` FedAvg rounds advanced by the exact mean,
   :func:`fedsim.enn.fidelity.collect_updates`), and the exact bytes per client;
+* ``subspace.csv`` / ``.md`` (``--subspace-chunks``): the best linear code's cosine per round
+  at ratios 4 and 8, with a principal basis fitted on the scored updates (oracle) or on 3
+  rounds of proxy updates (:func:`subspace_table`);
 * ``loop.csv`` / ``.md`` (``--loop-ratios``): the same setup with the codec **in the loop** (the
   model advances by the decoded average) for ``--loop-rounds`` rounds, linear proxy+side ENN
   with and without error feedback: per round the cosine of the decoded average against the mean of the clients' raw
@@ -106,6 +109,41 @@ def fidelity_table(cfg: RunConfig, plan: dict[str, list[int]], scale: float,
     return out
 
 
+def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds: int,
+                   proxy_rounds: int) -> pd.DataFrame:
+    """Cosine of the best linear code's decoded average (projection on ``n / ratio`` principal
+    directions of RMS-normalised chunks), per real round, for two bases: ``oracle`` (fitted on
+    the scored mean-update chunks themselves; optimistic) and ``proxy`` (fitted on the mean
+    updates of ``proxy_rounds`` proxy FedAvg rounds, :mod:`fedsim.enn.proxy`)."""
+    from fedsim.enn.proxy import ProxySpec, proxy_updates
+
+    real = [u.mean(0) for u in collect_updates(source(cfg, rounds))]
+    model = build_initial_model(cfg, load_dataset(cfg.data.dataset))
+    proxy = [u.mean(0) for u in proxy_updates(model, ProxySpec(rounds=proxy_rounds),
+                                             cfg.clients_per_round())]
+    rows = []
+    for n in chunks:
+        def split(vectors: list[torch.Tensor]) -> torch.Tensor:
+            p = vectors[0].numel()
+            padded = torch.zeros(len(vectors), -(-p // n) * n)
+            padded[:, :p] = torch.stack(vectors)
+            return padded.view(len(vectors), -1, n)
+
+        scored = split(real)
+        for basis_name, src in (("oracle", scored), ("proxy", split(proxy))):
+            flat = src.reshape(-1, n)
+            norms = flat.norm(dim=1, keepdim=True)
+            unit = flat[norms[:, 0] > 0] / norms[norms[:, 0] > 0]
+            _, _, v = torch.linalg.svd(unit.double(), full_matrices=False)
+            for ratio in ratios:
+                b = v[: n // ratio].float()
+                for rnd, x in enumerate(scored, start=1):
+                    cos = average_fidelity((x @ b.T) @ b, x)["cosine"]
+                    rows.append({"chunk": n, "ratio": ratio, "basis": basis_name, "round": rnd,
+                                 "cosine": cos})
+    return pd.DataFrame(rows)
+
+
 def loop_table(cfg: RunConfig, ratio: int, scale: float, fields: dict, rounds: int,
                label: str) -> pd.DataFrame:
     """Per round, decoded-average fidelity with the codec in the loop (``fields`` as in a scheme).
@@ -193,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--rounds", type=int, default=3)
     f.add_argument("--scale", type=float, default=265.0)
     f.add_argument("--loop-ratios", type=int, nargs="*", default=[])
+    f.add_argument("--subspace-chunks", type=int, nargs="*", default=[],
+                   help="chunk lengths for the best-linear-code (oracle / proxy PCA) table")
     f.add_argument("--loop-rounds", type=int, default=10)
     a = sub.add_parser("accuracy")
     a.add_argument("dirs", nargs="+")
@@ -207,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, ratios in (v.split("=") for v in args.variant)}
     if plan:
         _write(fidelity_table(cfg, plan, args.scale, args.rounds), Path(args.out), "fidelity")
+    if args.subspace_chunks:
+        _write(subspace_table(cfg, args.subspace_chunks, [4, 8], args.rounds, 3), Path(args.out),
+               "subspace")
     loops = []
     best = VARIANTS["linear proxy+side"]
     for ratio in args.loop_ratios:
