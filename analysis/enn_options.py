@@ -121,16 +121,16 @@ def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds:
     model = build_initial_model(cfg, load_dataset(cfg.data.dataset))
     proxy = [u.mean(0) for u in proxy_updates(model, ProxySpec(rounds=proxy_rounds),
                                              cfg.clients_per_round())]
+    def split(vectors: list[torch.Tensor], n: int) -> torch.Tensor:
+        p = vectors[0].numel()
+        padded = torch.zeros(len(vectors), -(-p // n) * n)
+        padded[:, :p] = torch.stack(vectors)
+        return padded.view(len(vectors), -1, n)
+
     rows = []
     for n in chunks:
-        def split(vectors: list[torch.Tensor]) -> torch.Tensor:
-            p = vectors[0].numel()
-            padded = torch.zeros(len(vectors), -(-p // n) * n)
-            padded[:, :p] = torch.stack(vectors)
-            return padded.view(len(vectors), -1, n)
-
-        scored = split(real)
-        for basis_name, src in (("oracle", scored), ("proxy", split(proxy))):
+        scored = split(real, n)
+        for basis_name, src in (("oracle", scored), ("proxy", split(proxy, n))):
             flat = src.reshape(-1, n)
             norms = flat.norm(dim=1, keepdim=True)
             unit = flat[norms[:, 0] > 0] / norms[norms[:, 0] > 0]

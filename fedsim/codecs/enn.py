@@ -56,6 +56,7 @@ from fedsim.codecs.base import EncodedUpdate, UpdateCodec
 from fedsim.enn.cache import load_or_train
 from fedsim.enn.config import EnnConfig
 from fedsim.enn.network import EnnNet
+from fedsim.enn.proxy import chunk_groups
 from fedsim.rng import seed_for
 from fedsim.wire import pack_vector
 
@@ -329,8 +330,6 @@ def training_groups(updates: Sequence[torch.Tensor], config: EnnConfig, *, scale
     multiplied by ``sqrt(v) / rho`` (``rho``: the group's mean chunk RMS, as the server's
     :meth:`EnnCodec.decode_stack` uses); all-zero groups are dropped.
     """
-    from fedsim.enn.proxy import chunk_groups
-
     groups = chunk_groups(list(updates), config.n)
     if not side_info:
         return scale * groups
