@@ -262,11 +262,27 @@ class QsgdCodecConfig(Strict):
     norm: Literal["l2", "max"] = "l2"
 
 
+class EnnProxyConfig(Strict):
+    """Proxy FedAvg the server runs on sklearn's digits (fedsim.enn.proxy.ProxySpec)."""
+
+    clients: PosInt = 45
+    classes_per_client: PosInt = 3
+    rounds: PosInt = 8
+    local_epochs: PosInt = 2
+    batch_size: PosInt = 10
+    lr: PosFloat = 0.05
+    seed: int = 0
+
+
 class EnnPretrainConfig(Strict):
     steps: PosInt = 2000
     batch_size: PosInt = 256
     lr: PosFloat = 1e-3
     seed: Int = 0
+    # gaussian: N(0, 0.1) samples (the paper); proxy: updates of the initial model on a public
+    # proxy set held by the server (docs/schemes.md, ENN options)
+    data: Literal["gaussian", "proxy"] = "gaussian"
+    proxy: EnnProxyConfig = EnnProxyConfig()
 
 
 class EnnCodecConfig(Strict):
@@ -277,7 +293,10 @@ class EnnCodecConfig(Strict):
     scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
     encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
     decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
+    activation: Literal["relu", "tanh", "elu", "leaky_relu", "identity"] = "relu"  # identity: linear ENN
     scale: PosFloat = 1.0  # one factor common to every client, applied before encoding
+    side_info: bool = False  # send each chunk's RMS (bfloat16) and normalise by it instead of scale
+    error_feedback: bool = False  # clients keep the residual their code lost (downloads the decoder)
     pretrain: EnnPretrainConfig = EnnPretrainConfig()
 
     @model_validator(mode="after")

@@ -113,7 +113,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     router = Router(env, network)
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
-    codec = make_codec(cfg.codec, slots=m)
+    codec = make_codec(cfg.codec, slots=m, model=model)
     crypto = make_encryption(cfg.encryption, model, input_shape, initial_state)
     pre_codec = None
     if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):

@@ -278,27 +278,33 @@ def enn_isolate(codec: Any, payloads: Sequence[bytes], index: int, method: Isola
     Returns
     -------
     Tensor
-        Float32 update estimate of length ``numel``, scaled by ``N / scale`` like the codec.
+        Float32 update estimate of length ``numel``, scaled by ``N`` (parameter units). With
+        chunk side information the absent slots' codes are reweighted to the zero-update code,
+        so ``zero`` equals ``silent``.
     """
     big_n = codec.config.slots
-    codes = [codec._parse(p, numel) for p in payloads]
-    silent = codec._zero_code.expand(codes[0].shape[0], big_n, codec.config.m).clone()
+    offset = codec.payload_offset(payloads[0])
+    parsed = [codec.parse(p, numel, offset) for p in payloads]
+    silent, silent_rms, _ = codec.silent_stack(numel, offset)
 
-    def decode(stack: Tensor) -> Tensor:
-        with torch.no_grad():
-            return codec.net.decode_mean(stack) * big_n / codec.scale
+    def decode(codes: Tensor, rms: Tensor, slots: Sequence[int]) -> Tensor:
+        present = torch.zeros(big_n, dtype=torch.bool)
+        present[list(slots)] = True
+        return codec.decode_stack(codes, rms, present) * big_n
 
     if method == "loo":
-        full = silent.clone()
-        for slot, code in enumerate(codes):
-            full[:, slot] = code
+        full, rms = silent.clone(), silent_rms.clone()
+        for slot, (code, r) in enumerate(parsed):
+            full[:, slot], rms[:, slot] = code, r
         without = full.clone()
         without[:, index] = silent[:, index]
-        out = decode(full) - decode(without)
+        others = [s for s in range(len(parsed)) if s != index]
+        out = decode(full, rms, range(len(parsed))) - decode(without, rms, others)
     elif method in ("zero", "silent"):
         stack = torch.zeros_like(silent) if method == "zero" else silent.clone()
-        stack[:, index] = codes[index]
-        out = decode(stack)
+        rms = silent_rms.clone()
+        stack[:, index], rms[:, index] = parsed[index]
+        out = decode(stack, rms, [index])
     else:
         raise ValueError(f"unknown ENN isolation {method!r}; choose from {ISOLATIONS}")
-    return out.reshape(-1)[:numel].float().contiguous()
+    return codec.unchunk(out, numel, offset).float()

@@ -39,9 +39,16 @@ class UpdateCodec(ABC):
         """Bytes each client must download once before its first update (None if nothing)."""
         return None
 
+    def for_client(self, cid: int) -> UpdateCodec:
+        """The encoder client ``cid`` uses: this codec, or a per-client one holding client state."""
+        return self
+
     @abstractmethod
-    def encode(self, update: torch.Tensor, *, seed: int, slot: int) -> EncodedUpdate:
-        """Encode one update; ``seed`` makes any randomness reproducible (owned by the client)."""
+    def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
+        """Encode one update; ``seed`` makes any randomness reproducible (owned by the client).
+
+        ``rnd`` is the round number, for codes that all clients vary in the same way per round.
+        """
 
     @abstractmethod
     def aggregate(

@@ -1,7 +1,7 @@
 """On-disk cache of pre-trained ENNs, keyed by :meth:`EnnConfig.key`.
 
 Directory: ``$FEDSIM_CACHE`` if set, else ``~/.cache/fedsim/enn``. One file per config,
-``enn-<key>.pt``: a checked cache file (:mod:`fedsim.cachefile`: version, key, SHA-256), written
+``enn-<key>.pt`` (``enn-<key>-<data key>.pt`` when trained on given groups): a checked cache file (:mod:`fedsim.cachefile`: version, key, SHA-256), written
 atomically, so concurrent runs never read a half-written file and a damaged one is retrained.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,9 +28,13 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "fedsim" / "enn"
 
 
-def cache_path(config: EnnConfig, directory: Path | None = None) -> Path:
-    """File holding the trained weights of ``config``."""
-    return (directory or cache_dir()) / f"enn-{config.key()}.pt"
+def cache_path(config: EnnConfig, directory: Path | None = None, data_key: str | None = None) -> Path:
+    """File holding the trained weights of ``config`` (trained on the data named ``data_key``)."""
+    return (directory or cache_dir()) / f"enn-{_key(config, data_key)}.pt"
+
+
+def _key(config: EnnConfig, data_key: str | None) -> str:
+    return f"{config.key()}-{data_key}" if data_key else config.key()
 
 
 def _config_json(config: EnnConfig) -> str:
@@ -53,17 +58,21 @@ def _load(payload: bytes, config: EnnConfig, path: Path) -> PretrainResult | Non
     return PretrainResult(net, final_loss)
 
 
-def _save(path: Path, config: EnnConfig, result: PretrainResult) -> None:
+def _save(path: Path, key: str, config: EnnConfig, result: PretrainResult) -> None:
     buf = io.BytesIO()
     torch.save({"config": _config_json(config), "state": result.net.state_dict(),
                 "final_loss": result.final_loss}, buf)
-    write_cache(path, "enn", config.key(), buf.getvalue())
+    write_cache(path, "enn", key, buf.getvalue())
 
 
-def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[PretrainResult, bool]:
+def load_or_train(config: EnnConfig, directory: Path | None = None, *,
+                  data: tuple[str, Callable[[], torch.Tensor]] | None = None,
+                  ) -> tuple[PretrainResult, bool]:
     """Trained ENN for ``config`` from the cache, training and caching it on a miss.
 
-    A corrupt, truncated, foreign or old cache file is retrained and replaced, and an
+    ``data`` is ``(key, make_groups)``: train on ``make_groups()`` (see
+    :func:`~fedsim.enn.pretrain.train_enn`) instead of Gaussian samples; ``key`` must identify
+    those groups, and ``make_groups`` is only called on a miss. A corrupt, truncated, foreign or old cache file is retrained and replaced, and an
     unwritable cache folder keeps the weights in memory only (one warning line each).
 
     Returns
@@ -72,11 +81,12 @@ def load_or_train(config: EnnConfig, directory: Path | None = None) -> tuple[Pre
     cached : bool
         True when the weights came from disk (no training happened).
     """
-    path = cache_path(config, directory)
-    payload = read_cache(path, "enn", config.key())
+    key = _key(config, data[0] if data else None)
+    path = cache_path(config, directory, data[0] if data else None)
+    payload = read_cache(path, "enn", key)
     cached = None if payload is None else _load(payload, config, path)
     if cached is not None:
         return cached, True
-    result = train_enn(config)
-    _save(path, config, result)
+    result = train_enn(config, data[1]() if data else None)
+    _save(path, key, config, result)
     return result, False

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 #: Training schemes of the paper's approximation-error table.
 SCHEMES = ("freeze_decoder", "freeze_encoder", "end_to_end")
 #: Activations accepted by :class:`EnnConfig`.
-ACTIVATIONS = ("relu", "tanh", "elu", "leaky_relu")
+ACTIVATIONS = ("relu", "tanh", "elu", "leaky_relu", "identity")
 #: Bump when the network or training code changes in a way that changes trained weights.
 FORMAT_VERSION = 1
 
@@ -50,7 +50,8 @@ class EnnConfig:
     decoder_width : int
         Width of the decoder's stem and residual blocks.
     activation : str
-        One of :data:`ACTIVATIONS`.
+        One of :data:`ACTIVATIONS`; ``"identity"`` makes the whole ENN linear (a learned linear
+        code and a linear decoder, so one client's decoded contribution is exact).
     sample_var : float
         Variance of the Gaussian pre-training values (dimensionless, default 0.1).
     samples : int

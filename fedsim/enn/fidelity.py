@@ -24,6 +24,7 @@ import torch
 from fedsim.codecs.enn import EnnCodec, common_scale
 from fedsim.data import load_dataset, partition
 from fedsim.enn.metrics import average_fidelity
+from fedsim.enn.proxy import flatten_state, load_flat
 from fedsim.models import build_model
 from fedsim.rng import numpy_rng, seed_for, torch_generator
 from fedsim.training import batch_schedule, train_local
@@ -82,39 +83,25 @@ def collect_updates(src: UpdateSource) -> list[torch.Tensor]:
     torch.manual_seed(seed_for(src.seed, "model", "init"))
     model = build_model(src.model, num_classes=data.num_classes, in_channels=data.x_train.shape[1],
                         image_size=data.x_train.shape[2])
-    flat = _flatten(model)
+    flat = flatten_state(model)
     select = numpy_rng(src.seed, "fidelity", "selection")
     out = []
     for rnd in range(1, src.rounds + 1):
         chosen = sorted(select.choice(src.num_clients, size=src.clients_per_round, replace=False))
         ups = []
         for cid in chosen:
-            _load_flat(model, flat)
+            load_flat(model, flat)
             idx = torch.as_tensor(parts[cid], dtype=torch.long)
             gen = torch_generator(src.seed, "client", int(cid), "batches", rnd)
             batches = [idx[b] for b in batch_schedule(len(idx), batch_size=src.batch_size,
                                                      epochs=src.local_epochs, steps=None,
                                                      generator=gen)]
             train_local(model, data.x_train, data.y_train, batches, lr=src.lr)
-            ups.append(_flatten(model) - flat)
+            ups.append(flatten_state(model) - flat)
         stacked = torch.stack(ups)
         out.append(stacked)
         flat = flat + stacked.mean(0)
     return out
-
-
-def _flatten(model: torch.nn.Module) -> torch.Tensor:
-    """The model's state dict as one float32 vector (state-dict order)."""
-    return torch.cat([v.detach().reshape(-1).float() for v in model.state_dict().values()])
-
-
-def _load_flat(model: torch.nn.Module, flat: torch.Tensor) -> None:
-    """Load a flat vector (state-dict order, float32) into ``model``."""
-    state, start = {}, 0
-    for k, v in model.state_dict().items():
-        state[k] = flat[start:start + v.numel()].view_as(v).to(v.dtype)
-        start += v.numel()
-    model.load_state_dict(state)
 
 
 def calibrated_scale(first_round: torch.Tensor, sample_var: float = 0.1) -> float:

@@ -15,7 +15,7 @@ from torch import nn
 from fedsim.enn.config import EnnConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "identity": nn.Identity,
 }
 
 

@@ -1,4 +1,4 @@
-"""Pre-training of an ENN on Gaussian samples (Adam, MSE against the true average).
+"""Pre-training of an ENN (Adam, MSE against the true average) on Gaussian samples or given groups.
 
 Schemes (the paper's table): ``freeze_decoder`` trains the encoder against a decoder frozen at
 its random initialisation, ``freeze_encoder`` trains the decoder on a frozen random encoder,
@@ -37,10 +37,13 @@ def init_net(config: EnnConfig) -> EnnNet:
         return EnnNet(config)
 
 
-def train_enn(config: EnnConfig) -> PretrainResult:
-    """Pre-train an ENN as ``config`` says; deterministic for a given config (on CPU).
+def train_enn(config: EnnConfig, groups: torch.Tensor | None = None) -> PretrainResult:
+    """Pre-train an ENN as ``config`` says; deterministic for a given config and data (on CPU).
 
-    The training set is ``ceil(samples / batch)`` blocks of ``batch`` groups; block ``b`` is
+    With ``groups`` (shape ``(G, N, n)``, already in the units the codec feeds the encoder),
+    step ``s`` uses batch ``s mod (G // batch)`` of a permutation of the groups that is redrawn
+    each epoch from its own seeded stream; ``config.samples`` is then ignored. Otherwise the
+    Gaussian training set is ``ceil(samples / batch)`` blocks of ``batch`` groups; block ``b`` is
     drawn from its own seeded stream and regenerated when reused, so memory stays at one batch.
     Step ``s`` uses block ``s mod blocks``: with ``samples >= steps * batch`` every step sees
     fresh data, with fewer samples the set is cycled through in epochs.
@@ -56,12 +59,22 @@ def train_enn(config: EnnConfig) -> PretrainResult:
         frozen.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
-    blocks = -(-config.samples // config.batch)
+    blocks = -(-config.samples // config.batch) if groups is None else groups.shape[0] // config.batch
+    if blocks < 1:
+        raise ValueError(f"need at least one batch of {config.batch} groups")
     loss = torch.tensor(float("nan"))
+    perm = torch.empty(0, dtype=torch.long)
     for step in range(config.steps):
-        batch = gaussian_groups(
-            config.batch, config, torch_generator(config.seed, "enn", "train", step % blocks)
-        )
+        if groups is None:
+            batch = gaussian_groups(
+                config.batch, config, torch_generator(config.seed, "enn", "train", step % blocks)
+            )
+        else:
+            epoch, b = divmod(step, blocks)
+            if b == 0:
+                perm = torch.randperm(groups.shape[0],
+                                      generator=torch_generator(config.seed, "enn", "groups", epoch))
+            batch = groups[perm[b * config.batch:(b + 1) * config.batch]]
         loss = torch.nn.functional.mse_loss(net(batch), batch.mean(dim=1))
         opt.zero_grad(set_to_none=True)
         loss.backward()

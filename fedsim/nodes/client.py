@@ -47,7 +47,8 @@ class Client:
         self.name = f"client/{cid}"
         self.trainer, self.compute = trainer, compute
         self.num_samples, self.train_flops_per_sample = num_samples, train_flops_per_sample
-        self.codec, self.availability, self.recorder, self.seed = codec, availability, recorder, seed
+        self.codec = codec.for_client(cid)  # per-client state (e.g. ENN error feedback) stays here
+        self.availability, self.recorder, self.seed = availability, recorder, seed
         self.domain = domain
         self._domain_from_key = domain_from_key
         self._initial_state = initial_state  # set on the client that initialises the model
@@ -118,7 +119,7 @@ class Client:
             h2 = time.perf_counter()
             delta = self.domain.to_wire(state) - global_wire
         host_crypto += time.perf_counter() - h2
-        encoded = self.codec.encode(delta, seed=seed, slot=slot)
+        encoded = self.codec.encode(delta, seed=seed, slot=slot, rnd=rnd)
         row["host_encode_s"] = time.perf_counter() - h1
         compute_s = self.compute.seconds(result.samples * self.train_flops_per_sample, host_train)
         crypto_flops = sum(self.domain.crypto_flops)

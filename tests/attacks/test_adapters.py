@@ -130,8 +130,6 @@ class _IdentityEnn:
     def __init__(self, slots: int, n: int = 64, scale: float = 2.0):
         self.config = SimpleNamespace(slots=slots, m=n, n=n)
         self.scale = scale
-        self.net = SimpleNamespace(decode_mean=lambda codes: codes.mean(dim=-2))
-        self._zero_code = torch.zeros(n)
 
     def encode(self, update: torch.Tensor) -> bytes:
         n = self.config.n
@@ -139,10 +137,25 @@ class _IdentityEnn:
         padded[: update.numel()] = update * self.scale
         return padded.numpy().tobytes()
 
-    def _parse(self, payload: bytes, numel: int) -> torch.Tensor:
+    def payload_offset(self, payload: bytes) -> int:
+        return 0
+
+    def unchunk(self, chunks: torch.Tensor, numel: int, offset: int) -> torch.Tensor:
+        return chunks.reshape(-1)[offset:offset + numel]
+
+    def parse(self, payload: bytes, numel: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         import numpy as np
 
-        return torch.from_numpy(np.frombuffer(payload, dtype="float32").copy()).view(-1, self.config.n)
+        codes = torch.from_numpy(np.frombuffer(payload, dtype="float32").copy()).view(-1, self.config.n)
+        return codes, torch.zeros(codes.shape[0])
+
+    def silent_stack(self, numel: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c, big_n = -(-numel // self.config.n), self.config.slots
+        return (torch.zeros(c, big_n, self.config.n), torch.zeros(c, big_n),
+                torch.zeros(big_n, dtype=torch.bool))
+
+    def decode_stack(self, codes: torch.Tensor, rms: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return codes.mean(dim=-2) / self.scale
 
 
 @pytest.mark.parametrize("method", adapters.ISOLATIONS)

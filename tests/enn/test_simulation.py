@@ -94,8 +94,8 @@ def test_dropout_fallback_round_completes(monkeypatch):
     calls: list[tuple[EnnCodec, list[bytes], torch.Tensor]] = []
     encode, aggregate = EnnCodec.encode, EnnCodec.aggregate
 
-    def spy_encode(self, update, *, seed, slot):
-        enc = encode(self, update, seed=seed, slot=slot)
+    def spy_encode(self, update, *, seed, slot, rnd=0):
+        enc = encode(self, update, seed=seed, slot=slot, rnd=rnd)
         seen[enc.payload] = update.clone()
         return enc
 
@@ -172,3 +172,27 @@ def test_enn_table_writes_csv_and_markdown(tmp_path, capsys):
     assert row["linear_bound_mse"] == pytest.approx(0.5 * 0.1 / 3)
     assert row["measured_mse"] < row["zero_baseline_mse"] and bool(row["beats_zero"])
     assert (out / "mse_table.md").read_text().startswith("| scheme |")
+
+
+def test_options_bytes_and_setup_download_exact():
+    """Side information + error feedback + proxy pre-training inside a run: every upload is
+    exactly ``8 + 2 + 2 C + 4 m C`` bytes with ``C = ceil((p + o_r) / n)`` for the round's chunk
+    offset ``o_r``, and the one set-up download holds the encoder and the decoder."""
+    from fedsim.rng import seed_for
+
+    codec = {**TINY_ENN, "ratio": 4, "side_info": True, "error_feedback": True,
+             "pretrain": {"steps": 100, "batch_size": 64, "data": "proxy",
+                          "proxy": {"clients": 4, "rounds": 1, "local_epochs": 1}}}
+    res = run(_config(codec, rounds=3))
+    ups = res.messages[res.messages["kind"] == "update_up"]
+    m = CHUNK // 4
+    for rnd, g in ups.groupby("round"):
+        c = math.ceil((LENET5_PARAMS + seed_for(0, "enn", "offset", int(rnd)) % CHUNK) / CHUNK)
+        assert set(g["bytes"]) == {HEADER_BYTES + 2 + 2 * c + 4 * m * c}
+    rounds = res.rounds.set_index("round")
+    assert (ups.groupby("round")["bytes"].sum() == rounds.loc[1:, "bytes_up"]).all()
+    setup = res.messages[res.messages["kind"] == "codec_setup"]
+    encoder = 16 * 16 + 16 + 16 * m + m
+    decoder = (3 * m * 64 + 64) + 2 * (64 * 64 + 64) + (64 * 16 + 16)
+    assert set(setup["bytes"]) == {FP32_HEADER + 4 * (encoder + decoder)}
+    assert res.clients["ef_rel_error"].between(0, 10).all()

@@ -1,0 +1,265 @@
+"""ENN options (issue 16): fidelity of the decoded average on real updates, and the FL accuracy table.
+
+``python -m analysis.enn_options fidelity SCENARIO --out DIR [--variant NAME=R1,R2 ...]
+[--loop-ratios R ...] [--loop-rounds 10]`` simulates real updates of the scenario's model and
+setup and writes
+
+* ``fidelity.csv`` / ``.md``: per code variant (``gaussian``, ``side``, ``proxy``, ``proxy+side``,
+  ``linear proxy+side``; see :data:`VARIANTS`) and ratio, the cosine and relative L2 error of the decoded average against the exact average
+  of the same 9 real updates (mean over ``--rounds`` FedAvg rounds advanced by the exact mean,
+  :func:`fedsim.enn.fidelity.collect_updates`), and the exact bytes per client;
+* ``subspace.csv`` / ``.md`` (``--subspace-chunks``): the best linear code's cosine per round
+  at ratios 4 and 8, with a principal basis fitted on the scored updates (oracle) or on 3
+  rounds of proxy updates (:func:`subspace_table`);
+* ``loop.csv`` / ``.md`` (``--loop-ratios``): the same setup with the codec **in the loop** (the
+  model advances by the decoded average) for ``--loop-rounds`` rounds, linear proxy+side ENN
+  with and without error feedback: per round the cosine of the decoded average against the mean of the clients' raw
+  updates, and of the running sum of decoded averages against the running sum of raw means.
+
+``python -m analysis.enn_options accuracy DIR [DIR ...] --out DIR`` reads ``fedsim run`` folders
+and writes ``accuracy.csv`` / ``.md``: final test accuracy, its gap to FedAvg, the best accuracy,
+upload bytes per client and round, and the simulated time to the target accuracy per scheme.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from analysis.tables import load_results, to_markdown
+from fedsim.codecs.enn import EnnCodec
+from fedsim.codecs.factory import make_codec
+from fedsim.config import EnnCodecConfig, RunConfig
+from fedsim.data import load_dataset, partition
+from fedsim.engine import build_initial_model
+from fedsim.enn.fidelity import UpdateSource, collect_updates
+from fedsim.enn.metrics import average_fidelity
+from fedsim.enn.proxy import flatten_state, load_flat
+from fedsim.rng import numpy_rng, torch_generator
+from fedsim.scenario import load_scenario
+from fedsim.training import batch_schedule, train_local
+
+#: Linear ENN: learned linear code, linear decoder (the ``*_lin`` schemes).
+LINEAR = {"activation": "identity", "encoder_hidden": [], "residual_blocks": 0}
+#: Code variants of the fidelity table: codec fields on top of the scenario's ENN settings.
+VARIANTS: dict[str, dict] = {
+    "gaussian": {},
+    "side": {"side_info": True},
+    "proxy": {"pretrain": {"data": "proxy"}},
+    "proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}},
+    "linear proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}, **LINEAR},
+}
+
+
+def base_run(scenario: str) -> RunConfig:
+    """The scenario's ``fedavg`` run (the common setup every ENN scheme shares)."""
+    runs = {r.scheme: r for r in load_scenario(scenario).runs}
+    return runs["fedavg"]
+
+
+def enn_codec(cfg: RunConfig, ratio: int, scale: float, fields: dict) -> EnnCodec:
+    """The ENN codec a scheme with these codec ``fields`` gets in ``cfg``'s run (same cache)."""
+    doc = {"kind": "enn", "ratio": ratio, "scale": scale, **fields}
+    data = load_dataset(cfg.data.dataset)
+    model = build_initial_model(cfg, data)
+    codec = make_codec(EnnCodecConfig.model_validate(doc), slots=cfg.clients_per_round(), model=model)
+    assert isinstance(codec, EnnCodec)
+    return codec
+
+
+def source(cfg: RunConfig, rounds: int) -> UpdateSource:
+    """Real-update source with ``cfg``'s model, data split and local training."""
+    return UpdateSource(model=cfg.model.kind, dataset=cfg.data.dataset, num_clients=cfg.data.num_clients,
+                        classes_per_client=cfg.data.partition.classes_per_client,
+                        clients_per_round=cfg.clients_per_round(), rounds=rounds,
+                        local_epochs=cfg.training.local_epochs, batch_size=cfg.training.batch_size,
+                        lr=cfg.training.lr, seed=cfg.seed)
+
+
+def fidelity_table(cfg: RunConfig, plan: dict[str, list[int]], scale: float,
+                   rounds: int) -> pd.DataFrame:
+    """One row per (variant, ratio) of ``plan``: mean cosine / relative error over ``rounds``
+    real rounds."""
+    updates = collect_updates(source(cfg, rounds))
+    rows = []
+    for name, ratios in plan.items():
+        fields = VARIANTS[name]
+        for ratio in ratios:
+            codec = enn_codec(cfg, ratio, scale, fields)
+            for rnd, ups in enumerate(updates, start=1):
+                k, numel = ups.shape
+                payloads = [codec.encode(u, seed=0, slot=i).payload for i, u in enumerate(ups)]
+                decoded = codec.aggregate(payloads, [1.0 / k] * k, list(range(k)), numel=numel)
+                fid = average_fidelity(decoded, ups.mean(0))
+                rows.append({"variant": name, "ratio": ratio, "round": rnd,
+                             "bytes_per_client": len(payloads[0]), "fp32_bytes": 8 + 4 * numel,
+                             **fid})
+    raw = pd.DataFrame(rows)
+    out = raw.groupby(["variant", "ratio"], sort=False).agg(
+        cosine=("cosine", "mean"), cosine_min=("cosine", "min"), rel_error=("rel_error", "mean"),
+        bytes_per_client=("bytes_per_client", "first"), fp32_bytes=("fp32_bytes", "first"),
+        rounds=("round", "count")).reset_index()
+    out["byte_ratio"] = out["fp32_bytes"] / out["bytes_per_client"]
+    out["linear_cosine"] = [math.sqrt(1 / r) for r in out["ratio"]]
+    return out
+
+
+def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds: int,
+                   proxy_rounds: int) -> pd.DataFrame:
+    """Cosine of the best linear code's decoded average (projection on ``n / ratio`` principal
+    directions of RMS-normalised chunks), per real round, for two bases: ``oracle`` (fitted on
+    the scored mean-update chunks themselves; optimistic) and ``proxy`` (fitted on the mean
+    updates of ``proxy_rounds`` proxy FedAvg rounds, :mod:`fedsim.enn.proxy`)."""
+    from fedsim.enn.proxy import ProxySpec, proxy_updates
+
+    real = [u.mean(0) for u in collect_updates(source(cfg, rounds))]
+    model = build_initial_model(cfg, load_dataset(cfg.data.dataset))
+    proxy = [u.mean(0) for u in proxy_updates(model, ProxySpec(rounds=proxy_rounds),
+                                             cfg.clients_per_round())]
+    def split(vectors: list[torch.Tensor], n: int) -> torch.Tensor:
+        p = vectors[0].numel()
+        padded = torch.zeros(len(vectors), -(-p // n) * n)
+        padded[:, :p] = torch.stack(vectors)
+        return padded.view(len(vectors), -1, n)
+
+    rows = []
+    for n in chunks:
+        scored = split(real, n)
+        for basis_name, src in (("oracle", scored), ("proxy", split(proxy, n))):
+            flat = src.reshape(-1, n)
+            norms = flat.norm(dim=1, keepdim=True)
+            unit = flat[norms[:, 0] > 0] / norms[norms[:, 0] > 0]
+            _, _, v = torch.linalg.svd(unit.double(), full_matrices=False)
+            for ratio in ratios:
+                b = v[: n // ratio].float()
+                for rnd, x in enumerate(scored, start=1):
+                    cos = average_fidelity((x @ b.T) @ b, x)["cosine"]
+                    rows.append({"chunk": n, "ratio": ratio, "basis": basis_name, "round": rnd,
+                                 "cosine": cos})
+    return pd.DataFrame(rows)
+
+
+def loop_table(cfg: RunConfig, ratio: int, scale: float, fields: dict, rounds: int,
+               label: str) -> pd.DataFrame:
+    """Per round, decoded-average fidelity with the codec in the loop (``fields`` as in a scheme).
+
+    Columns: ``cosine`` / ``rel_error`` against the mean of the raw updates of the round,
+    ``cum_cosine`` / ``cum_rel_error`` of the running sums, and ``ef_rel_error`` (mean over the
+    round's clients of ``||x - d|| / ||x||``; NaN without error feedback).
+    """
+    codec = enn_codec(cfg, ratio, scale, fields)
+    src = source(cfg, rounds)
+    data = load_dataset(src.dataset)
+    parts = partition(data.y_train.numpy(), src.num_clients, "classes_per_client",
+                      rng=numpy_rng(src.seed, "partition"), classes_per_client=src.classes_per_client)
+    model = build_initial_model(cfg, data)
+    flat = flatten_state(model)
+    encoders: dict[int, object] = {}
+    select = numpy_rng(src.seed, "fidelity", "selection")
+    cum_true, cum_dec = torch.zeros_like(flat), torch.zeros_like(flat)
+    rows = []
+    for rnd in range(1, rounds + 1):
+        chosen = sorted(select.choice(src.num_clients, size=src.clients_per_round, replace=False))
+        ups, payloads, efs = [], [], []
+        for slot, cid in enumerate(chosen):
+            load_flat(model, flat)
+            idx = torch.as_tensor(parts[cid], dtype=torch.long)
+            gen = torch_generator(src.seed, "client", int(cid), "batches", rnd)
+            batches = [idx[b] for b in batch_schedule(len(idx), batch_size=src.batch_size,
+                                                     epochs=src.local_epochs, steps=None, generator=gen)]
+            train_local(model, data.x_train, data.y_train, batches, lr=src.lr)
+            up = flatten_state(model) - flat
+            enc = encoders.setdefault(int(cid), codec.for_client(int(cid))).encode(
+                up, seed=0, slot=slot, rnd=rnd)
+            ups.append(up)
+            payloads.append(enc.payload)
+            efs.append(enc.metrics.get("ef_rel_error", math.nan))
+        k = len(ups)
+        decoded = codec.aggregate(payloads, [1.0 / k] * k, list(range(k)), numel=flat.numel())
+        true = torch.stack(ups).mean(0)
+        cum_true, cum_dec = cum_true + true, cum_dec + decoded
+        fid, cum = average_fidelity(decoded, true), average_fidelity(cum_dec, cum_true)
+        rows.append({"variant": label, "ratio": ratio, "round": rnd, **fid,
+                     "cum_cosine": cum["cosine"], "cum_rel_error": cum["rel_error"],
+                     "ef_rel_error": sum(efs) / k})
+        flat = flat + decoded
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(dirs: list[str]) -> pd.DataFrame:
+    """One row per scheme of the ``fedsim run`` folders ``dirs`` (FedAvg gap from its row)."""
+    rows = []
+    for d in dirs:
+        res = load_results(d)
+        for _, s in res.summary.iterrows():
+            r = res.rounds[res.rounds["scheme"] == s["scheme"]].sort_values("round")
+            acc = r.dropna(subset=["test_accuracy"])
+            last = r[r["round"] > 0]
+            rows.append({"scheme": s["scheme"], "final_accuracy": float(acc["test_accuracy"].iloc[-1]),
+                         "best_accuracy": float(acc["test_accuracy"].max()),
+                         "bytes_up_per_round": int(last["bytes_up"].iloc[-1]),
+                         "time_to_target_s": s.get("time_to_target_s", math.nan),
+                         "rounds": int(last["round"].max())})
+    out = pd.DataFrame(rows)
+    fedavg = out.loc[out["scheme"] == "fedavg", "final_accuracy"]
+    if len(fedavg):
+        out["gap_pp"] = 100 * (out["final_accuracy"] - float(fedavg.iloc[0]))
+    return out
+
+
+def _write(table: pd.DataFrame, out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{stem}.csv", index=False)
+    md = to_markdown(table)
+    (out / f"{stem}.md").write_text(md + "\n")
+    print(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.enn_options", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fidelity")
+    f.add_argument("scenario")
+    f.add_argument("--out", required=True)
+    f.add_argument("--variant", action="append", default=[], metavar="NAME=R1,R2",
+                   help=f"variant and ratios, repeatable; names: {', '.join(VARIANTS)}")
+    f.add_argument("--rounds", type=int, default=3)
+    f.add_argument("--scale", type=float, default=265.0)
+    f.add_argument("--loop-ratios", type=int, nargs="*", default=[])
+    f.add_argument("--subspace-chunks", type=int, nargs="*", default=[],
+                   help="chunk lengths for the best-linear-code (oracle / proxy PCA) table")
+    f.add_argument("--loop-rounds", type=int, default=10)
+    a = sub.add_parser("accuracy")
+    a.add_argument("dirs", nargs="+")
+    a.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.cmd == "accuracy":
+        _write(accuracy_table(args.dirs), Path(args.out), "accuracy")
+        return 0
+    cfg = base_run(args.scenario)
+    plan = {name: [int(r) for r in ratios.split(",")]
+            for name, ratios in (v.split("=") for v in args.variant)}
+    if plan:
+        _write(fidelity_table(cfg, plan, args.scale, args.rounds), Path(args.out), "fidelity")
+    if args.subspace_chunks:
+        _write(subspace_table(cfg, args.subspace_chunks, [4, 8], args.rounds, 3), Path(args.out),
+               "subspace")
+    loops = []
+    best = VARIANTS["linear proxy+side"]
+    for ratio in args.loop_ratios:
+        for label, fields in (("linear proxy+side", best),
+                              ("linear proxy+side+ef", {**best, "error_feedback": True})):
+            loops.append(loop_table(cfg, ratio, args.scale, fields, args.loop_rounds, label))
+    if loops:
+        _write(pd.concat(loops, ignore_index=True), Path(args.out), "loop")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

