@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
-from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition
+from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition, synthetic
 from fedsim.devices import device_speeds, draw
 from fedsim.encryption import make_encryption
 from fedsim.flops import train_flops_per_sample
@@ -61,8 +61,15 @@ class RunResult:
 
 
 def get_dataset(cfg: RunConfig) -> Dataset:
-    """Load the run's dataset (decoded once per process and cached by the data layer)."""
+    """Load the run's dataset (decoded once per process and cached by the data layer), or
+    generate it from the run seed (``synthetic``)."""
     d = cfg.data
+    if d.dataset == "synthetic":
+        s = d.synthetic
+        return synthetic.generate(d.num_clients, s.alpha, s.beta,
+                                  rng=numpy_rng(cfg.seed, "data", "synthetic"), mu=s.mu,
+                                  sigma=s.sigma, min_samples=s.min_samples,
+                                  max_samples=s.max_samples, test_fraction=s.test_fraction)
     return load_dataset(d.dataset, data_root=d.data_root, download=d.download,
                         train_limit=d.train_limit, test_limit=d.test_limit)
 
@@ -70,15 +77,41 @@ def get_dataset(cfg: RunConfig) -> Dataset:
 def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     """The initial global model; its weights depend only on the seed."""
     torch.manual_seed(seed_for(cfg.seed, "model", "init"))
-    model = build_model(cfg.model.kind, num_classes=data.num_classes,
-                      in_channels=data.x_train.shape[1], image_size=data.x_train.shape[2],
-                      pooling=cfg.model.pooling, activation=cfg.model.activation,
-                      width_mult=cfg.model.width_mult)
+    shape = data.x_train.shape
+    images = {"in_channels": shape[1], "image_size": shape[2]} if len(shape) == 4 else {}
+    model = build_model(cfg.model.kind, num_classes=data.num_classes, **images,
+                        in_features=math.prod(shape[1:]), pooling=cfg.model.pooling,
+                        activation=cfg.model.activation, width_mult=cfg.model.width_mult,
+                        hidden=cfg.model.hidden)
     if cfg.model.init == "uniform":
         with torch.no_grad():
             for p in model.parameters():
                 p.uniform_(-0.5, 0.5)
     return model
+
+
+def client_partition(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
+    """Each client's training-set indices; DataError if a client holds fewer than
+    ``data.min_samples_per_client``."""
+    d, p = cfg.data, cfg.data.partition
+    if p.kind == "natural":
+        parts = data.client_parts
+    else:
+        try:
+            parts = partition(data.y_train.numpy(), d.num_clients, p.kind,
+                              rng=numpy_rng(cfg.seed, "partition"),
+                              classes_per_client=p.classes_per_client, alpha=p.alpha,
+                              min_samples=d.min_samples_per_client,
+                              shards_per_client=p.shards_per_client)
+        except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
+            raise DataError(f"partition: {exc}") from None
+    sizes = np.fromiter((len(q) for q in parts), np.int64, len(parts))
+    short = np.flatnonzero(sizes < d.min_samples_per_client)
+    if len(short):
+        raise DataError(f"min_samples_per_client: {len(short)} of {len(parts)} clients hold fewer "
+                        f"than {d.min_samples_per_client} samples (client {short[0]} has "
+                        f"{sizes[short[0]]}); change the partition or lower the minimum")
+    return parts
 
 
 def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
@@ -90,13 +123,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     # it there; training uses a copy on the run's device.
     model = build_initial_model(cfg, data)
     input_shape = tuple(data.x_train.shape[1:])
-    try:
-        parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
-                          rng=numpy_rng(cfg.seed, "partition"),
-                          classes_per_client=cfg.data.partition.classes_per_client,
-                          alpha=cfg.data.partition.alpha)
-    except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
-        raise DataError(f"partition: {exc}") from None
+    parts = client_partition(cfg, data)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flops_per_sample = train_flops_per_sample(model, input_shape)
 
