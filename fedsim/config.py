@@ -202,6 +202,10 @@ class ComputeConfig(Strict):
     trainer: Literal["batched", "sequential"] = "batched"
     #: clients trained together at most (bounds the batched trainer's memory)
     max_batch_clients: PosInt = 32
+    #: ``lazy``: a client's process, links, inbox and index tensor are built when it is first
+    #: selected (schemes whose set-up involves every client, and attacks, build all at
+    #: start-up); ``eager``: all at start-up. Tables are the same either way.
+    clients: Literal["lazy", "eager"] = "lazy"
 
     @field_validator("device")
     @classmethod

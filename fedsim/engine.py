@@ -26,8 +26,9 @@ from fedsim.network import Link, Network
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
+from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
-from fedsim.nodes.server import Server, ServerSettings, client_name
+from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
@@ -116,6 +117,7 @@ def client_partition(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
 
 def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
     """Simulate one run and return its tables."""
+    h_setup = time.perf_counter()
     torch.use_deterministic_algorithms(True, warn_only=True)
     placement = resolve_placement(cfg.compute.torch_device)
     data = get_dataset(cfg)
@@ -162,49 +164,59 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
-    jobs = {cid: ClientJob(torch.as_tensor(parts[cid], dtype=torch.long),
-                           harness.client_work(cid, work) if harness is not None else work)
-            for cid in range(n)}
+    jobs: dict[int, ClientJob] = {}
     trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
                        placement.tensor(data.y_train), placement, jobs, work)
-    clients = []
-    for cid in range(n):
-        name = client_name(cid)
-        inbox = router.add_node(name)
-        up = Link(f"{name}:up", float(ups[cid]), float(lats[cid]))
-        down = Link(f"{name}:down", float(downs[cid]), float(lats[cid]))
-        router.connect(name, Server.name, [up, ingress])
-        router.connect(Server.name, name, [egress, down])
-        router.connect(name, KeyAgent.name, [up, ka_in])
-        router.connect(KeyAgent.name, name, [ka_out, down])
-        clients.append(Client(
+
+    def make_client(cid: int, inbox: simpy.Store) -> Client:
+        return Client(
             env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
-            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
+            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec)
+
+    population = Population(
+        env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
+        (lambda cid: harness.client_work(cid, work)) if harness is not None else (lambda cid: work),
+        jobs, trainer.cohort)
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
                               cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
-    server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
-                    availability, recorder,
+    server = Server(env, router, server_inbox, codec, settings,
+                    {cid: len(parts[cid]) for cid in range(n)}, availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
-                    on_dispatch=trainer.cohort)
+                    on_dispatch=population.dispatch)
     if crypto.key_payload is not None:
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
-    for c in clients:
-        env.process(c.run())
+    eager = _eager_reason(cfg, crypto, harness)
+    if eager:
+        population.build(range(n))
     env.process(server.run())
+    setup_s = time.perf_counter() - h_setup
 
     evals = _drive(env, server, recorder, cfg, trainer.model, data, placement, crypto.eval_domain,
                    progress)
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
-        "trainer": type(trainer).__name__,
+        "trainer": type(trainer).__name__, "setup_host_seconds": setup_s,
+        "clients_built": len(jobs),
+        "client_build": f"eager ({eager})" if eager else "lazy",
         "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
+
+
+def _eager_reason(cfg: RunConfig, crypto, harness) -> str:
+    """Why every client must be built at start-up ('' if clients can be built when selected)."""
+    if cfg.compute.clients == "eager":
+        return "compute.clients: eager"
+    if crypto.key_payload is not None or crypto.init_broadcast is not None or crypto.init_by_client:
+        return "every client takes part in the scheme's set-up"
+    if harness is not None:
+        return "an attack observes clients' links from the start"
+    return ""
 
 
 def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

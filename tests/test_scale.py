@@ -30,3 +30,24 @@ def test_synthetic_mlp_run_is_deterministic():
     pd.testing.assert_frame_equal(a.rounds.drop(columns=drop), b.rounds.drop(columns=drop))
     assert len(a.histogram) == 300 * 10
     assert a.rounds["test_accuracy"].notna().all()
+
+
+def _host_free(result):
+    """The tables without host-time columns."""
+    host = [c for c in result.clients.columns if c.startswith("host_")]
+    return (result.rounds.drop(columns=["host_seconds", "eval_host_seconds"]),
+            result.clients.drop(columns=host), result.messages)
+
+
+def test_lazy_clients_give_the_eager_tables():
+    """Availability, dropout, overcommit, a deadline and a lognormal uplink all exercised."""
+    sets = ["selection.overcommit=1.5", "selection.deadline_s=0.07", "rounds=3",
+            "availability.p_unavailable=0.2", "availability.p_dropout=0.1"]
+    lazy, eager = run(_small(*sets)), run(_small(*sets, "compute.clients=eager"))
+    assert lazy.info["client_build"] == "lazy" and eager.info["client_build"].startswith("eager")
+    assert eager.info["clients_built"] == 300 > lazy.info["clients_built"]
+    # only selected clients are built: at most 3 rounds x 15 selected, at least those with rows
+    assert lazy.clients["client"].nunique() <= lazy.info["clients_built"] <= 45
+    assert lazy.rounds["n_late"].sum() > 0 and (lazy.clients["status"] == "dropout").any()
+    for a, b in zip(_host_free(lazy), _host_free(eager)):
+        pd.testing.assert_frame_equal(a, b)
