@@ -181,16 +181,17 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
         (lambda cid: harness.client_work(cid, work)) if harness is not None else (lambda cid: work),
         jobs, trainer.cohort)
+    eager = _eager_reason(cfg, crypto, harness)
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
                               cfg.selection.weighting, cfg.time_budget_s, cfg.seed)
     server = Server(env, router, server_inbox, codec, settings,
                     {cid: len(parts[cid]) for cid in range(n)}, availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
-                    on_dispatch=population.dispatch)
+                    # eager: the server reaches only the trainer, never the clients' key material
+                    on_dispatch=trainer.cohort if eager else population.dispatch)
     if crypto.key_payload is not None:
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload).run())
-    eager = _eager_reason(cfg, crypto, harness)
     if eager:
         population.build(range(n))
     env.process(server.run())
