@@ -19,7 +19,7 @@ from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
 from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition, synthetic
 from fedsim.devices import device_speeds, draw
-from fedsim.encryption import make_encryption
+from fedsim.encryption import EncryptionSetup, make_encryption
 from fedsim.flops import train_flops_per_sample
 from fedsim.models import build_model
 from fedsim.network import Link, Network
@@ -209,7 +209,7 @@ def run(cfg: RunConfig, *, progress: bool = False) -> RunResult:
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
 
 
-def _eager_reason(cfg: RunConfig, crypto, harness) -> str:
+def _eager_reason(cfg: RunConfig, crypto: EncryptionSetup, harness: object | None) -> str:
     """Why every client must be built at start-up ('' if clients can be built when selected)."""
     if cfg.compute.clients == "eager":
         return "compute.clients: eager"
