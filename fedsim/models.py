@@ -1,8 +1,9 @@
-"""Model zoo (layer 1, pure PyTorch): LeNet-5, a CIFAR MobileNetV2, a small CNN and DLG's LeNet.
+"""Model zoo (layer 1, pure PyTorch): LeNet-5, a CIFAR MobileNetV2, a small CNN, DLG's LeNet, an MLP.
 
 Parameter counts (10 classes): ``lenet5`` 61,706 (1×28×28); ``small_cnn`` 421,642 (1×28×28) and
 545,098 (3×32×32); ``lenet_dlg`` 13,426 (1×28×28) and 15,826 (3×32×32); ``mobilenet_v2``
-2,236,682 (3×32×32, width_mult 1.0).
+2,236,682 (3×32×32, width_mult 1.0); ``mlp`` 4,270 (60 features, hidden 60: 61·60 + 61·10)
+and 79,510 (1×28×28, hidden 100).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-MODEL_KINDS: tuple[str, ...] = ("lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg")
+MODEL_KINDS: tuple[str, ...] = ("lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg", "mlp")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 _POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
@@ -89,6 +90,11 @@ def _lenet_dlg(num_classes: int, in_channels: int, size: int) -> nn.Module:
     )
 
 
+def _mlp(num_classes: int, in_features: int, hidden: int, act: type[nn.Module]) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), act(),
+                         nn.Linear(hidden, num_classes))
+
+
 def _mobilenet_v2_cifar(num_classes: int, in_channels: int, width_mult: float) -> nn.Module:
     model = mobilenet_v2(
         num_classes=num_classes,
@@ -111,6 +117,8 @@ def build_model(
     pooling: str = "max",
     activation: str = "relu",
     width_mult: float = 1.0,
+    in_features: int | None = None,
+    hidden: int = 60,
 ) -> nn.Module:
     """Build a freshly initialized classifier (PyTorch default init; seed torch beforehand).
 
@@ -131,6 +139,9 @@ def build_model(
         ``"lenet_dlg"``: the sigmoid LeNet of the gradient-inversion references (DLG): three
         Conv2d(→12, 5×5, padding 2) with strides 2, 2, 1, each followed by Sigmoid, then
         Flatten and Linear(12·⌈s/4⌉², classes) (588 inputs at 28, 768 at 32). Always sigmoid.
+        ``"mlp"``: Flatten, Linear(in_features → hidden), act, Linear(hidden → classes):
+        ``(in_features + 1)·hidden + (hidden + 1)·classes`` parameters (4,270 for
+        synthetic's 60 features, hidden 60, 10 classes).
     num_classes : int
         Output logits.
     in_channels : int
@@ -140,10 +151,14 @@ def build_model(
     pooling : str
         ``"max"`` or ``"avg"``; used by lenet5 and small_cnn (KeyNet needs ``"avg"``).
     activation : str
-        ``"relu"``, ``"sigmoid"`` or ``"tanh"``; used by lenet5 and small_cnn (mobilenet_v2 keeps
+        ``"relu"``, ``"sigmoid"`` or ``"tanh"``; used by lenet5, small_cnn and mlp (mobilenet_v2 keeps
         ReLU6, lenet_dlg keeps Sigmoid). Validated for every kind.
     width_mult : float
         Channel multiplier; only mobilenet_v2 supports values other than 1.0.
+    in_features : int or None
+        Input features of ``mlp`` (default ``in_channels · image_size²``).
+    hidden : int
+        Hidden width of ``mlp``.
 
     Returns
     -------
@@ -174,6 +189,10 @@ def build_model(
         return _small_cnn(num_classes, in_channels, image_size, act, pool)
     if kind == "lenet_dlg":
         return _lenet_dlg(num_classes, in_channels, image_size)
+    if kind == "mlp":
+        if hidden < 1:
+            raise ValueError(f"mlp hidden width must be positive, got {hidden}")
+        return _mlp(num_classes, in_features or in_channels * image_size**2, hidden, act)
     if width_mult <= 0:
         raise ValueError(f"width_mult must be positive, got {width_mult}")
     return _mobilenet_v2_cifar(num_classes, in_channels, width_mult)

@@ -15,6 +15,7 @@ from fedsim.outdir import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "scenarios" / "tiny.yaml")
+SCALE_100K = str(ROOT / "scenarios" / "scale_100k.yaml")
 
 
 def _call(argv: list[str]) -> int:
@@ -94,6 +95,16 @@ CASES = {
     "mnist_corrupt": (lambda t: ["run", TINY, "--set", "data.dataset=mnist",
                                  "--set", f"data.data_root={_corrupt_mnist(t)}"],
                       [TINY, "data", "mnist", "corrupt", "cannot read MNIST"]),
+    "min_samples_per_client": (lambda t: ["run", TINY, "--set", "data.min_samples_per_client=101"],
+                               [TINY, "data", "min_samples_per_client", "4 of 4 clients",
+                                "fewer than 101"]),
+    "synthetic_needs_mlp": (lambda t: ["run", TINY, "--set", "data.dataset=synthetic"],
+                            [TINY, "synthetic", "'mlp'", "'lenet5'"]),
+    "natural_needs_synthetic": (lambda t: ["run", TINY, "--set", "data.partition.kind=natural"],
+                                [TINY, "data", "natural", "synthetic"]),
+    "synthetic_too_few_samples": (lambda t: ["run", SCALE_100K, "--set", "data.num_clients=20", "--set", "selection.clients_per_round=5",
+                                             "--set", "data.min_samples_per_client=30"],
+                                  [SCALE_100K, "data", "min_samples_per_client", "of 20 clients"]),
     "threads_0": (lambda t: ["--threads", "0", "run", TINY], ["--threads", ">= 1"]),
     "unknown_flag": (lambda t: ["run", TINY, "--bogus"], ["unrecognized arguments", "--bogus"]),
     "missing_scenario_arg": (lambda t: ["run"], ["scenario", "required"]),

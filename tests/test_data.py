@@ -251,7 +251,8 @@ def _all_used_once(parts, n):
 
 @pytest.mark.parametrize(
     "kind, kwargs",
-    [("iid", {}), ("classes_per_client", {"classes_per_client": 2}), ("dirichlet", {"alpha": 0.5})],
+    [("iid", {}), ("classes_per_client", {"classes_per_client": 2}), ("dirichlet", {"alpha": 0.5}),
+     ("shards", {})],
 )
 def test_every_index_used_once_and_deterministic(kind, kwargs):
     parts = partition(LABELS, 7, kind, rng=np.random.default_rng(1), **kwargs)
@@ -287,6 +288,16 @@ def test_hundred_clients_three_classes():
     assert ((hist["count"] > 0).groupby(hist["class"]).sum() == 30).all()
 
 
+def test_shards_two_label_runs_per_client():
+    """McMahan et al.: sorted by label, 2 shards per client, so a client sees at most 2 labels
+    when shards do not straddle a label boundary (10 clients x 2 shards of equal classes)."""
+    labels = np.repeat(np.arange(10), 100)
+    parts = partition(labels, 10, "shards", rng=np.random.default_rng(0))
+    assert [len(p) for p in parts] == [100] * 10
+    assert all(len(np.unique(labels[p])) <= 2 for p in parts)
+    assert len({tuple(np.unique(labels[p])) for p in parts}) > 1
+
+
 def test_dirichlet_min_samples_and_skew():
     parts = partition(
         LABELS, 20, "dirichlet", rng=np.random.default_rng(0), alpha=0.1, min_samples=20
@@ -313,7 +324,8 @@ def test_class_histogram_long_format():
 @pytest.mark.parametrize(
     "args, kwargs, message",
     [
-        ((LABELS, 3, "shards"), {}, "valid choices: iid"),
+        ((LABELS, 3, "pathological"), {}, "valid choices: iid"),
+        ((LABELS[:5], 3, "shards"), {}, "need at least 6 samples"),
         (
             (LABELS, 3, "classes_per_client"),
             {"classes_per_client": 11},

@@ -24,6 +24,16 @@ def test_output_shape(kind, channels, size):
     assert out.shape == (2, 7) and torch.isfinite(out).all()
 
 
+def test_mlp_on_features_and_images():
+    """(in + 1) * hidden + (hidden + 1) * classes parameters; images are flattened."""
+    model = build_model("mlp", in_features=60)
+    assert _params(model) == 61 * 60 + 61 * 10 == 4270
+    assert model(torch.randn(3, 60)).shape == (3, 10)
+    assert _params(build_model("mlp", hidden=100)) == 785 * 100 + 101 * 10
+    with pytest.raises(ValueError, match="hidden width must be positive"):
+        build_model("mlp", hidden=0)
+
+
 def test_lenet5_param_count_and_flat_layout():
     model = build_model("lenet5", pooling="avg", activation="tanh")
     assert _params(model) == 61706

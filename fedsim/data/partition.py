@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PARTITION_KINDS: tuple[str, ...] = ("iid", "classes_per_client", "dirichlet")
+PARTITION_KINDS: tuple[str, ...] = ("iid", "classes_per_client", "dirichlet", "shards")
 _DIRICHLET_MAX_TRIES = 1000
 
 
@@ -18,6 +18,7 @@ def partition(
     classes_per_client: int | None = None,
     alpha: float | None = None,
     min_samples: int = 1,
+    shards_per_client: int = 2,
 ) -> list[np.ndarray]:
     """Split sample indices ``0..len(labels)-1`` among clients; every index is used exactly once.
 
@@ -37,6 +38,9 @@ def partition(
         ``num_clients * k >= C`` so every sample is used.
         ``"dirichlet"``: per class, proportions ~ Dirichlet(alpha · 1) over clients; the whole
         draw is repeated until every client has at least ``min_samples`` samples.
+        ``"shards"`` (McMahan et al.): shuffle, sort by label (stable), cut into
+        ``num_clients * shards_per_client`` near-equal shards and give each client
+        ``shards_per_client`` shards drawn at random.
     rng : np.random.Generator
         The only source of randomness; the same generator state gives the same partition.
     classes_per_client : int or None
@@ -45,6 +49,8 @@ def partition(
         Concentration (> 0) for ``"dirichlet"``; small alpha is more skewed.
     min_samples : int
         Minimum samples per client for ``"dirichlet"``.
+    shards_per_client : int
+        Shards per client for ``"shards"`` (McMahan et al. use 2).
 
     Returns
     -------
@@ -72,6 +78,8 @@ def partition(
         parts = _by_classes(labels, num_clients, classes_per_client, rng)
     elif kind == "dirichlet":
         parts = _dirichlet(labels, num_clients, alpha, min_samples, rng)
+    elif kind == "shards":
+        parts = _shards(labels, num_clients, shards_per_client, rng)
     else:
         raise ValueError(
             f"unknown partition kind {kind!r}; valid choices: {', '.join(PARTITION_KINDS)}"
@@ -111,6 +119,19 @@ def _by_classes(
         for owner, shard in zip(owners, np.array_split(idx, len(owners))):
             parts[owner].append(shard)
     return [np.concatenate(p) for p in parts]
+
+
+def _shards(labels: np.ndarray, num_clients: int, per_client: int,
+            rng: np.random.Generator) -> list[np.ndarray]:
+    n_shards = num_clients * per_client
+    if per_client < 1 or n_shards > len(labels):
+        raise ValueError(f"shards: {num_clients} clients × {per_client} shards need at least "
+                         f"{n_shards} samples, have {len(labels)}")
+    shuffled = rng.permutation(len(labels))
+    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    shards = np.array_split(by_label, n_shards)
+    owner = rng.permutation(n_shards).reshape(num_clients, per_client)
+    return [np.concatenate([shards[s] for s in row]) for row in owner]
 
 
 def _dirichlet(

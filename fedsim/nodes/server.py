@@ -58,6 +58,7 @@ class Server:
         self.global_wire = initial
         self.numel = numel
         self._rng = np.random.default_rng(settings.selection_seed)
+        self._ids = sorted(sample_counts)  # registered clients
         self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
         self._set_up: set[int] = set()
         self.done = env.event()
@@ -69,7 +70,7 @@ class Server:
 
     def select(self, rnd: int) -> list[int]:
         """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
-        online = [c for c in sorted(self.sample_counts) if self.availability.available(c, rnd)]
+        online = [c for c in self._ids if self.availability.available(c, rnd)]
         k = min(math.ceil(self.settings.clients_per_round * self.settings.overcommit - 1e-9), len(online))
         chosen = self._rng.choice(len(online), size=k, replace=False) if k else []
         return sorted(online[i] for i in chosen)
