@@ -64,6 +64,15 @@ VARIANTS = {
 }
 
 
+def _steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+           batches) -> None:
+    """Plain eager SGD steps over device-resident index batches."""
+    for rows in batches:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[rows]), y[rows]).backward()
+        opt.step()
+
+
 def fedsim_rows(cfg: RunConfig) -> dict:
     """Time fedsim's own training from its clients and rounds tables."""
     result = engine.run(cfg)
@@ -102,10 +111,7 @@ def bare_rows(cfg: RunConfig, place: Placement, rounds: range) -> dict:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                               weight_decay=t.weight_decay)
-        for rows in batches:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[rows]), y[rows]).backward()
-            opt.step()
+        _steps(model, opt, x, y, batches)
 
     train(jobs[0])
     _sync(place)
@@ -127,17 +133,10 @@ def ceiling_rows(cfg: RunConfig, place: Placement, samples: int, batch: int) -> 
     steps = max(samples // batch, 1)
     order = place.tensor(torch.randint(0, n, (steps + 1, min(batch, n)), generator=gen))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.training.lr)
-
-    def step(rows) -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x[rows]), y[rows]).backward()
-        opt.step()
-
-    step(order[0])
+    _steps(model, opt, x, y, order[:1])
     _sync(place)
     t0 = time.perf_counter()
-    for rows in order[1:]:
-        step(rows)
+    _steps(model, opt, x, y, order[1:])
     _sync(place)
     return {"steps": steps, "samples": steps * order.shape[1], "seconds": time.perf_counter() - t0,
             "clients": 1}
