@@ -115,11 +115,12 @@ def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds:
     directions of RMS-normalised chunks), per real round, for two bases: ``oracle`` (fitted on
     the scored mean-update chunks themselves; optimistic) and ``proxy`` (fitted on the mean
     updates of ``proxy_rounds`` proxy FedAvg rounds, :mod:`fedsim.enn.proxy`)."""
-    from fedsim.enn.proxy import ProxySpec, proxy_updates
+    from fedsim.config import EnnProxyConfig
+    from fedsim.enn.proxy import proxy_updates
 
     real = [u.mean(0) for u in collect_updates(source(cfg, rounds))]
     model = build_initial_model(cfg, load_dataset(cfg.data.dataset))
-    proxy = [u.mean(0) for u in proxy_updates(model, ProxySpec(rounds=proxy_rounds),
+    proxy = [u.mean(0) for u in proxy_updates(model, EnnProxyConfig(rounds=proxy_rounds),
                                              cfg.clients_per_round())]
     def split(vectors: list[torch.Tensor], n: int) -> torch.Tensor:
         p = vectors[0].numel()

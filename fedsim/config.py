@@ -297,7 +297,14 @@ class QsgdCodecConfig(Strict):
 
 
 class EnnProxyConfig(Strict):
-    """Proxy FedAvg the server runs on sklearn's digits (fedsim.enn.proxy.ProxySpec)."""
+    """How the server makes proxy updates on sklearn's digits (fedsim/enn/proxy.py).
+
+    ``clients`` proxy clients share the 1,797 digits, ``classes_per_client`` classes each (the
+    server sets the protocol; it does not know which client holds which class); ``rounds`` proxy
+    FedAvg rounds each contribute ``slots`` updates, with ``local_epochs`` epochs of SGD at
+    ``lr`` on batches of ``batch_size`` samples; ``seed`` seeds the proxy partition, selection
+    and batch order. All values are fedsim's choices.
+    """
 
     clients: PosInt = 45
     classes_per_client: PosInt = 3

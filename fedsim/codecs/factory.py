@@ -28,10 +28,10 @@ def make_codec(cfg: CodecConfig, *, slots: int, model: nn.Module | None = None) 
         if cfg.pretrain.data == "proxy":
             if model is None:
                 raise ValueError("an ENN pre-trained on proxy updates needs the initial model")
-            from fedsim.enn.proxy import ProxySpec, proxy_updates
+            from fedsim.enn.proxy import proxy_key, proxy_updates
 
-            spec = ProxySpec(**cfg.pretrain.proxy.model_dump())
-            proxy = (f"proxy-{spec.key(model)}", lambda: proxy_updates(model, spec, slots))
+            spec = cfg.pretrain.proxy
+            proxy = (f"proxy-{proxy_key(spec, model)}", lambda: proxy_updates(model, spec, slots))
         return EnnCodec.from_args(
             scale=cfg.scale, side_info=cfg.side_info, error_feedback=cfg.error_feedback, proxy=proxy,
             n=cfg.chunk, ratio=cfg.ratio, slots=slots,

@@ -19,53 +19,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from fedsim.config import EnnProxyConfig
 from fedsim.data import partition
 from fedsim.data.base import MNIST_MEAN, MNIST_STD
 from fedsim.rng import numpy_rng, seed_for, torch_generator
 from fedsim.training import batch_schedule, train_local
 
 
-@dataclass(frozen=True)
-class ProxySpec:
-    """How the server makes proxy updates (all settings are fedsim's choices).
-
-    Parameters
-    ----------
-    clients : int
-        Proxy clients the 1,797 proxy digits are split among.
-    classes_per_client : int
-        Classes per proxy client (mimics the clients' non-i.i.d. split; the server sets the
-        protocol, it does not know which client holds which class).
-    rounds : int
-        Proxy FedAvg rounds; each contributes ``slots`` updates.
-    local_epochs, batch_size : int
-        Local training per proxy client (epochs; samples per step).
-    lr : float
-        Local SGD learning rate.
-    seed : int
-        Seeds the proxy partition, selection and batch order.
-    """
-
-    clients: int = 45
-    classes_per_client: int = 3
-    rounds: int = 8
-    local_epochs: int = 2
-    batch_size: int = 10
-    lr: float = 0.05
-    seed: int = 0
-
-    def key(self, model: nn.Module) -> str:
-        """Hex digest of these settings and the initial weights of ``model`` (cache key part)."""
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        for name, value in model.state_dict().items():
-            h.update(name.encode())
-            h.update(value.detach().cpu().float().contiguous().numpy().tobytes())
-        return h.hexdigest()[:24]
+def proxy_key(spec: EnnProxyConfig, model: nn.Module) -> str:
+    """Hex digest of ``spec`` and the initial weights of ``model`` (cache key part)."""
+    h = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 def proxy_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +51,7 @@ def proxy_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x.contiguous(), torch.as_tensor(digits.target, dtype=torch.long)
 
 
-def proxy_updates(model: nn.Module, spec: ProxySpec, slots: int) -> list[torch.Tensor]:
+def proxy_updates(model: nn.Module, spec: EnnProxyConfig, slots: int) -> list[torch.Tensor]:
     """Per proxy round, the ``(slots, p)`` float32 updates (state-dict order, parameter units).
 
     ``model`` is the run's initial global model; it is copied, never modified.
@@ -92,7 +63,7 @@ def proxy_updates(model: nn.Module, spec: ProxySpec, slots: int) -> list[torch.T
         return _run_proxy(copy.deepcopy(model).cpu(), spec, slots)
 
 
-def _run_proxy(work: nn.Module, spec: ProxySpec, slots: int) -> list[torch.Tensor]:
+def _run_proxy(work: nn.Module, spec: EnnProxyConfig, slots: int) -> list[torch.Tensor]:
     x, y = proxy_digits()
     parts = partition(y.numpy(), spec.clients, "classes_per_client",
                       rng=numpy_rng(spec.seed, "enn", "proxy", "partition"),

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fedsim.codecs.enn import HEADER_BYTES, SIDE_BYTES, EnnCodec, chunk_rms, training_groups
+from fedsim.config import EnnProxyConfig
 from fedsim.enn import EnnConfig, average_fidelity, train_enn
-from fedsim.enn.proxy import ProxySpec, chunk_groups, proxy_digits, proxy_updates
+from fedsim.enn.proxy import chunk_groups, proxy_digits, proxy_key, proxy_updates
 from fedsim.models import build_model
 from fedsim.wire import HEADER_BYTES as FP32_HEADER
 
@@ -153,14 +154,15 @@ def test_proxy_digits_and_updates_deterministic():
     assert float(x.min()) == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
     torch.manual_seed(0)
     model = build_model("lenet5")
-    spec = ProxySpec(rounds=2, local_epochs=1)
+    spec = EnnProxyConfig(rounds=2, local_epochs=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     one, two = proxy_updates(model, spec, slots=2), proxy_updates(model, spec, slots=2)
     assert len(one) == 2 and one[0].shape == (2, sum(p.numel() for p in model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(one, two))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert float(one[0].abs().max()) > 0
-    assert spec.key(model) == ProxySpec(rounds=2, local_epochs=1).key(model) != ProxySpec().key(model)
+    assert (proxy_key(spec, model) == proxy_key(EnnProxyConfig(rounds=2, local_epochs=1), model)
+            != proxy_key(EnnProxyConfig(), model))
 
 
 @pytest.fixture(scope="module")
