@@ -64,7 +64,7 @@ class Checkpointer:
         if not self.every or rnd % self.every or rnd >= cfg.rounds:
             return
         wire = server.global_wire.detach().cpu().numpy().astype(np.float32)
-        state = {"round": rnd, "now_s": now_s, "rng": server._rng.bit_generator.state,
+        state = {"round": rnd, "now_s": now_s, "policy": server.policy.state(),
                  "wire": base64.b64encode(wire.tobytes()).decode(),
                  "recorder": {"rounds": recorder.rounds, "clients": recorder.clients,
                               "messages": recorder.messages,
@@ -84,7 +84,7 @@ class Checkpointer:
         """Put a saved round state into a freshly built server and recorder; the evaluations."""
         wire = np.frombuffer(base64.b64decode(state["wire"]), dtype=np.float32).copy()
         server.global_wire = torch.from_numpy(wire)
-        server._rng.bit_generator.state = state["rng"]
+        server.policy.restore(state["policy"])
         server.first_round = state["round"] + 1
         rec = state["recorder"]
         recorder.rounds[:], recorder.clients[:], recorder.messages[:] = (

@@ -23,11 +23,13 @@ from fedsim.data import DataError, Dataset, class_histogram, load_dataset, parti
 from fedsim.devices import device_speeds, draw
 from fedsim.encryption import EncryptionSetup, make_encryption
 from fedsim.flops import train_flops_per_sample
+from fedsim.hooks import EngineHooks
 from fedsim.models import build_model
 from fedsim.network import Link, Network
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
+from fedsim.nodes.policy import AveragingPolicy
 from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings
@@ -119,9 +121,11 @@ def client_partition(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
     return parts
 
 
-def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None
-        ) -> RunResult:
-    """Simulate one run and return its tables (resuming from and writing ``checkpoint``)."""
+def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None,
+        hooks: EngineHooks | None = None) -> RunResult:
+    """Simulate one run and return its tables (resuming from and writing ``checkpoint``;
+    calling ``hooks`` as things happen)."""
+    hooks = hooks or EngineHooks()
     h_setup = time.perf_counter()
     torch.use_deterministic_algorithms(True, warn_only=True)
     placement = resolve_placement(cfg.compute.torch_device)
@@ -139,6 +143,8 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     network = Network(env)
     recorder = Recorder()
     network.subscribe(recorder.on_arrival)
+    if hooks.on_message is not None:
+        network.subscribe(lambda msg, *_: hooks.on_message(msg))
     router = Router(env, network)
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
@@ -174,33 +180,36 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
                        placement.tensor(data.y_train), placement, jobs, work)
 
-    def make_client(cid: int, inbox: simpy.Store) -> Client:
-        return Client(
+    def make_client(cid: int, inbox: simpy.FilterStore) -> Client:
+        return _started(hooks, Client(
             env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
-            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec)
+            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
 
     population = Population(
         env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
         (lambda cid: harness.client_work(cid, work)) if harness is not None else (lambda cid: work),
         jobs, trainer.cohort)
     eager = _eager_reason(cfg, crypto, harness)
-    settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
-                              cfg.selection.weighting, cfg.time_budget_s,
-                              seed_for(cfg.seed, "server", "selection"))
-    server = Server(env, router, server_inbox, codec, settings,
-                    {cid: len(parts[cid]) for cid in range(n)}, availability, recorder,
-                    None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
-                    crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
-                    # eager: the server reaches only the trainer, never the clients' key material
-                    on_dispatch=trainer.cohort if eager else population.dispatch)
+    policy = AveragingPolicy(codec, clients_per_round=m, overcommit=cfg.selection.overcommit,
+                             weighting=cfg.selection.weighting,
+                             sample_counts={cid: len(parts[cid]) for cid in range(n)},
+                             numel=crypto.eval_domain.numel,
+                             selection_seed=seed_for(cfg.seed, "server", "selection"))
+    settings = ServerSettings(cfg.rounds, m, cfg.selection.deadline_s, cfg.time_budget_s)
+    server = _started(hooks, Server(
+        env, router, server_inbox, codec, policy, settings, list(range(n)), availability, recorder,
+        None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
+        init_broadcast=crypto.init_broadcast,
+        # eager: the server reaches only the trainer, never the clients' key material
+        on_dispatch=trainer.cohort if eager else population.dispatch))
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
-        env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload,
-                             crypto.layout_payload).run())
+        env.process(_started(hooks, KeyAgent(env, router, ka_inbox, crypto.key_payload,
+                                             crypto.layout_payload)).run())
     if eager:
         population.build(range(n))
     evals = checkpoint.restore(saved, server, recorder) if saved is not None else {}
@@ -208,7 +217,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     setup_s = time.perf_counter() - h_setup
 
     evals = _drive(env, server, recorder, cfg, trainer.model, data, placement, crypto.eval_domain,
-                   progress, checkpoint, evals)
+                   progress, checkpoint, evals, hooks)
     if server.diverged_round is not None:
         log.warning("scheme %r diverged in round %d (non-finite global model); stopped there, "
                     "its tables are kept", cfg.scheme, server.diverged_round)
@@ -220,6 +229,13 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         "client_build": f"eager ({eager})" if eager else "lazy",
         "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
+
+
+def _started(hooks: EngineHooks, node):
+    """``node``, after telling ``hooks.on_node`` it exists."""
+    if hooks.on_node is not None:
+        hooks.on_node(node)
+    return node
 
 
 def _eager_reason(cfg: RunConfig, crypto: EncryptionSetup, harness: object | None) -> str:
@@ -244,7 +260,7 @@ def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.T
 
 
 def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain, progress,
-           checkpoint, evals) -> dict:
+           checkpoint, evals, hooks: EngineHooks) -> dict:
     """Step the simulation; evaluate each new global model as the server publishes it."""
     x_test, y_test = placement.tensor(data.x_test), placement.tensor(data.y_test)
     bar = tqdm(total=cfg.rounds, disable=not progress, desc=cfg.scheme, unit="round", leave=False)
@@ -255,10 +271,17 @@ def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_d
         env.step()
         while recorder.snapshots:
             rnd, wire = recorder.snapshots.popleft()
-            if not ((rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0)
-                    or rnd == server.diverged_round):
+            if hooks.on_round_closed is not None:
+                hooks.on_round_closed(dict(recorder.rounds[-1]))
+            due = not ((rnd % cfg.eval_every and rnd != cfg.rounds and rnd != 0)
+                       or rnd == server.diverged_round)
+            if due or hooks.on_global_model is not None:
                 h0 = time.perf_counter()
                 model.load_state_dict(eval_domain.from_wire(wire), strict=False)
+            if hooks.on_global_model is not None:
+                hooks.on_global_model(rnd, {k: v.detach().to("cpu", copy=True)
+                                            for k, v in model.state_dict().items()})
+            if due:
                 acc, loss = evaluate(model, x_test, y_test)
                 evals[rnd] = (acc, loss, time.perf_counter() - h0)
                 if rnd:

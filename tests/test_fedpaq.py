@@ -10,22 +10,19 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import simpy
 import torch
 
 from analysis.fedpaq_tradeoff import main as tradeoff_main
 from analysis.fedpaq_tradeoff import tradeoff_table
 from analysis.tables import ResultsError
-from fedsim import engine
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.codecs.qsgd import payload_nbytes
 from fedsim.data import partition
 from fedsim.domain import PlainDomain
 from fedsim.engine import build_initial_model, get_dataset, run
-from fedsim.nodes.availability import Availability
-from fedsim.nodes.server import Server, ServerSettings
+from fedsim.hooks import EngineHooks
+from fedsim.nodes.policy import AveragingPolicy
 from fedsim.placement import resolve_placement
-from fedsim.recorder import Recorder
 from fedsim.results import write_results
 from fedsim.rng import numpy_rng, seed_for, torch_generator
 from fedsim.scenario import load_scenario
@@ -52,10 +49,10 @@ def tradeoff_results():
 def test_server_picks_r_of_n_uniformly_and_seeded():
     """S_k: r distinct nodes, uniform over the n nodes, reproducible from the run seed."""
     def picks(seed: int, rounds: int) -> list[list[int]]:
-        settings = ServerSettings(rounds, 10, 1.0, None, "uniform", None, seed)
-        server = Server(simpy.Environment(), None, None, IdentityCodec(), settings,
-                        {c: 1 for c in range(50)}, Availability(seed, 0.0, 0.0), Recorder(), None, 1)
-        return [server.select(k) for k in range(1, rounds + 1)]
+        policy = AveragingPolicy(IdentityCodec(), clients_per_round=10, overcommit=1.0,
+                                 weighting="uniform", sample_counts={c: 1 for c in range(50)},
+                                 numel=1, selection_seed=seed)
+        return [policy.select(k, list(range(50))) for k in range(1, rounds + 1)]
 
     sel = picks(0, 2000)
     assert all(len(set(s)) == 10 and set(s) <= set(range(50)) for s in sel)
@@ -67,23 +64,19 @@ def test_server_picks_r_of_n_uniformly_and_seeded():
     assert picks(1, 20) != sel[:20]
 
 
-def _global_models(monkeypatch) -> list[torch.Tensor]:
-    """Capture each evaluated global model (state-dict order, flattened), in round order."""
+def _global_models() -> tuple[list[torch.Tensor], EngineHooks]:
+    """Hooks that capture each global model (state-dict order, flattened), in round order."""
     seen: list[torch.Tensor] = []
-    real = engine.evaluate
 
-    def spy(model, x, y):
-        seen.append(torch.cat([v.detach().reshape(-1).float().cpu()
-                               for v in model.state_dict().values()]))
-        return real(model, x, y)
+    def keep(rnd, state):
+        seen.append(torch.cat([v.reshape(-1).float() for v in state.values()]))
 
-    monkeypatch.setattr(engine, "evaluate", spy)
-    return seen
+    return seen, EngineHooks(on_global_model=keep)
 
 
 @pytest.mark.parametrize(("codec", "trainer"), [("identity", "sequential"), ("identity", "batched"),
                                                ("qsgd_huge", "sequential")])
-def test_fedpaq_step_is_mean_of_client_deltas(monkeypatch, codec, trainer):
+def test_fedpaq_step_is_mean_of_client_deltas(codec, trainer):
     """x_1 = x_0 + (1/r) sum_i Q(x_{0,tau}^(i) - x_0), each node starting tau SGD steps at x_0.
 
     The deltas are recomputed here, outside the engine, one client at a time from the same seeds.
@@ -95,8 +88,8 @@ def test_fedpaq_step_is_mean_of_client_deltas(monkeypatch, codec, trainer):
         "training.local_epochs=null", "training.local_steps=3", "selection.clients_per_round=2",
         "selection.weighting=uniform", f"compute.trainer={trainer}"]
         + ([] if codec == "identity" else ["codec={kind: qsgd, levels: 16777216}"])).runs[0]
-    seen = _global_models(monkeypatch)
-    result = run(cfg)
+    seen, hooks = _global_models()
+    result = run(cfg, hooks=hooks)
     x0, x1 = seen
     clients = result.clients
     assert clients["status"].eq("aggregated").sum() == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ class ComputeModel:
 class Client:
     """One FL client: a SimPy process that owns its data indices, keys and random streams."""
 
-    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, cid: int,
+    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.FilterStore, cid: int,
                  trainer: Trainer, num_samples: int, train_flops_per_sample: float,
                  compute: ComputeModel, codec: UpdateCodec, availability: Availability,
                  recorder: Recorder, seed: int, domain: WeightDomain | None,
@@ -55,14 +54,13 @@ class Client:
         self._await_init = await_init  # the server sends a plaintext initial model (init_plain)
         # lossy codec run on the plaintext update before encryption (KeyNet + QSGD)
         self.pre_codec = pre_codec
-        self._held: deque[Message] = deque()  # round messages that arrived during set-up
 
     def run(self):
         """Fetch keys if the scheme needs them, send the initial model if asked, then serve rounds."""
         if self._domain_from_key is not None:
             self.router.send(Message("key_request", self.name, "key_agent", 0, b"KREQ" + self.cid.to_bytes(4, "little")))
-            key = yield from self._next(lambda m: m.kind == "key", hold=True)
-            init = (yield from self._next(lambda m: m.kind == "init_plain", hold=True)) \
+            key = yield self.inbox.get(lambda m: m.kind == "key")
+            init = (yield self.inbox.get(lambda m: m.kind == "init_plain")) \
                 if self._await_init else None
             self.domain = self._domain_from_key(key.payload, init.payload if init else None)
         if self._initial_state is not None:
@@ -74,21 +72,11 @@ class Client:
             self.router.send(Message("model_init", self.name, "server", 0, pack_vector(wire)))
             self._initial_state = None
         while True:
-            msg = yield from self._next(lambda m: m.kind == "model_down")
-            yield from self._round(msg)
-
-    def _next(self, accept, hold: bool = False):
-        """The next message ``accept`` takes; others are dropped (or kept for later if ``hold``)."""
-        for i, msg in enumerate(self._held):
-            if accept(msg):
-                del self._held[i]
-                return msg
-        while True:
-            msg = yield self.inbox.get()
-            if accept(msg):
-                return msg
-            if hold:
-                self._held.append(msg)
+            # the codec set-up (e.g. the ENN encoder) is the shared codec object: its bytes count,
+            # the message itself needs no handling
+            msg = yield self.inbox.get(lambda m: m.kind in ("model_down", "codec_setup"))
+            if msg.kind == "model_down":
+                yield from self._round(msg)
 
     def _round(self, msg: Message):
         rnd = msg.round

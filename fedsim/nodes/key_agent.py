@@ -20,7 +20,7 @@ class KeyAgent:
 
     name = "key_agent"
 
-    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store,
+    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.FilterStore,
                  key_payload: Callable[[str], bytes], layout: bytes | None = None):
         self.env, self.router, self.inbox = env, router, inbox
         self._key_payload = key_payload

@@ -35,7 +35,7 @@ class Population:
     def __init__(self, env: simpy.Environment, router: Router, parts: Sequence[np.ndarray],
                  ups: np.ndarray, downs: np.ndarray, lats: np.ndarray,
                  server_links: tuple[Link, Link, Link, Link],
-                 make_client: Callable[[int, simpy.Store], Client],
+                 make_client: Callable[[int, simpy.FilterStore], Client],
                  work: Callable[[int], LocalWork], jobs: dict[int, ClientJob],
                  on_cohort: Callable[[int, Sequence[int]], None]):
         self.env, self.router, self.parts = env, router, parts

@@ -17,13 +17,14 @@ class Router:
         self.env = env
         self.network = network
         self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}
-        self._inboxes: dict[str, simpy.Store] = {}
+        self._inboxes: dict[str, simpy.FilterStore] = {}
 
-    def add_node(self, name: str) -> simpy.Store:
-        """Register node ``name``; returns its inbox."""
+    def add_node(self, name: str) -> simpy.FilterStore:
+        """Register node ``name``; returns its inbox (``get(accept)`` takes the first message
+        ``accept`` takes, in arrival order, leaving the others)."""
         if name in self._inboxes:
             raise ValueError(f"node {name!r} exists")
-        self._inboxes[name] = simpy.Store(self.env)
+        self._inboxes[name] = simpy.FilterStore(self.env)
         return self._inboxes[name]
 
     def connect(self, src: str, dst: str, path: Sequence[Link]) -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import simpy
 import torch
 
 from fedsim.codecs.base import UpdateCodec
 from fedsim.message import Message
 from fedsim.nodes.availability import Availability
+from fedsim.nodes.policy import ServerPolicy, Update
 from fedsim.nodes.router import Router
 from fedsim.recorder import Recorder
 from fedsim.wire import pack_vector, unpack_vector
@@ -24,12 +23,9 @@ class ServerSettings:
     """The server's protocol parameters (from the run config)."""
 
     rounds: int
-    clients_per_round: int  # m: updates the server waits for
-    overcommit: float  # selects ceil(m * overcommit) clients, keeps the first m updates
+    clients_per_round: int  # m: updates the server waits for (the first m of those selected)
     deadline_s: float | None  # simulated seconds after dispatch; later updates are dropped
-    weighting: str  # "samples" (FedAvg) or "uniform" (FedPAQ)
     time_budget_s: float | None  # no round starts after this simulated time
-    selection_seed: int  # the server's own stream; the run seed (other streams' root) stays out
 
 
 def client_name(cid: int) -> str:
@@ -39,6 +35,9 @@ def client_name(cid: int) -> str:
 class Server:
     """A synchronous FL server holding the global model as a flat wire-domain vector.
 
+    The server runs the protocol (dispatch, waiting, deadlines, bookkeeping); its ``policy``
+    decides who takes part and how updates combine.
+
     Notes
     -----
     The server never holds key material: it sees only wire vectors and codec payloads, and it
@@ -47,18 +46,16 @@ class Server:
 
     name = "server"
 
-    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.Store, codec: UpdateCodec,
-                 settings: ServerSettings, sample_counts: dict[int, int], availability: Availability,
-                 recorder: Recorder, initial: torch.Tensor | None, numel: int,
-                 init_broadcast: bytes | None = None,
+    def __init__(self, env: simpy.Environment, router: Router, inbox: simpy.FilterStore,
+                 codec: UpdateCodec, policy: ServerPolicy, settings: ServerSettings,
+                 clients: list[int], availability: Availability, recorder: Recorder,
+                 initial: torch.Tensor | None, init_broadcast: bytes | None = None,
                  on_dispatch: Callable[[int, list[int]], None] | None = None):
         self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
-        self.settings, self.sample_counts = settings, sample_counts
+        self.policy, self.settings = policy, settings
         self.availability, self.recorder = availability, recorder
         self.global_wire = initial
-        self.numel = numel
-        self._rng = np.random.default_rng(settings.selection_seed)
-        self._ids = sorted(sample_counts)  # registered clients
+        self._ids = sorted(clients)  # registered clients
         self._setup_payload = codec.setup_payload()  # e.g. the ENN encoder, sent once per client
         self._set_up: set[int] = set()
         self.done = env.event()
@@ -69,11 +66,8 @@ class Server:
         self.first_round = 1  # > 1 when resumed from a checkpoint (set-up already done)
 
     def select(self, rnd: int) -> list[int]:
-        """Sample ``ceil(m * overcommit)`` of the clients available in ``rnd`` (sorted ids)."""
-        online = [c for c in self._ids if self.availability.available(c, rnd)]
-        k = min(math.ceil(self.settings.clients_per_round * self.settings.overcommit - 1e-9), len(online))
-        chosen = self._rng.choice(len(online), size=k, replace=False) if k else []
-        return sorted(online[i] for i in chosen)
+        """The policy's choice among the clients available in ``rnd`` (slot order)."""
+        return self.policy.select(rnd, [c for c in self._ids if self.availability.available(c, rnd)])
 
     def run(self):
         """Set-up (wait for a client-initialised model if needed), then one loop per round."""
@@ -92,13 +86,13 @@ class Server:
         """Round 0: the initial model (sent in plaintext, or received from client 0)."""
         t0, h0 = self.env.now, time.perf_counter()
         if self._init_broadcast is not None:
-            for cid in sorted(self.sample_counts):
+            for cid in self._ids:
                 self.router.send(Message("init_plain", self.name, client_name(cid), 0,
                                          self._init_broadcast))
         if self.global_wire is None:
-            msg = yield from self._next_message(lambda m: m.kind == "model_init")
+            msg = yield self.inbox.get(lambda m: m.kind == "model_init")
             self.global_wire = unpack_vector(msg.payload)
-        self._finish_round(0, t0, h0, [], [], 0, 0, 0)
+        self._finish_round(0, t0, h0, [], 0, 0, 0, 0)
         yield self.env.timeout(0)  # let the engine evaluate before the next round starts
 
     def _round(self, rnd: int):
@@ -114,14 +108,15 @@ class Server:
                                          self._setup_payload))
             self.router.send(Message("model_down", self.name, client_name(cid), rnd, payload,
                                      meta={"slot": slot}))
-        waiting = {client_name(c) for c in selected}
+        slots = {client_name(c): slot for slot, c in enumerate(selected)}
+        waiting = set(slots)
         m = min(self.settings.clients_per_round, len(selected))
-        accepted: list[Message] = []
+        accepted: list[Update] = []
         n_dropout = 0
         deadline = (self.env.timeout(self.settings.deadline_s)
                     if self.settings.deadline_s is not None else None)
         while waiting and len(accepted) < m:
-            get = self.inbox.get()
+            get = self.inbox.get(lambda msg: msg.round == rnd and msg.src in waiting)
             if deadline is not None:
                 yield get | deadline
                 if not get.triggered:
@@ -130,41 +125,28 @@ class Server:
             else:
                 yield get
             msg = get.value
-            if msg.round != rnd or msg.src not in waiting:
-                continue  # a straggler from an earlier round: dropped
             waiting.discard(msg.src)
             if msg.kind == "dropout":
                 n_dropout += 1
             elif msg.kind == "update_up":
-                accepted.append(msg)
+                accepted.append(Update(slots[msg.src], int(msg.src.split("/")[1]), msg.payload))
+        # what is left of this round (and earlier ones) will never be used: stragglers dropped
+        self.inbox.items[:] = [msg for msg in self.inbox.items if msg.round > rnd]
         if accepted:
-            cids = [int(msg.src.split("/")[1]) for msg in accepted]
-            self.recorder.aggregated.update((rnd, c) for c in cids)
-            raw = [float(self.sample_counts[c]) if self.settings.weighting == "samples" else 1.0
-                   for c in cids]
-            weights = [w / sum(raw) for w in raw]
-            delta = self.codec.aggregate([msg.payload for msg in accepted], weights,
-                                         list(range(len(accepted))), numel=self.numel)
-            self.global_wire = self.global_wire + delta
+            self.recorder.aggregated.update((rnd, u.client) for u in accepted)
+            self.global_wire = self.policy.aggregate(self.global_wire, accepted)
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
-        self._finish_round(rnd, t_start, h_start, selected, accepted, n_dropout,
-                           n_late=len(waiting) if len(accepted) < m else 0,
-                           n_surplus=len(selected) - len(accepted) - n_dropout - (
-                               len(waiting) if len(accepted) < m else 0))
-
-    def _next_message(self, accept):
-        while True:
-            msg = yield self.inbox.get()
-            if accept(msg):
-                return msg
+        n_late = len(waiting) if len(accepted) < m else 0
+        self._finish_round(rnd, t_start, h_start, selected, len(accepted), n_dropout, n_late,
+                           n_surplus=len(selected) - len(accepted) - n_dropout - n_late)
 
     def _finish_round(self, rnd: int, t_start: float, h_start: float, selected: list[int],
-                      accepted: list[Message], n_dropout: int, n_late: int, n_surplus: int) -> None:
+                      n_accepted: int, n_dropout: int, n_late: int, n_surplus: int) -> None:
         self.recorder.rounds.append({
             "round": rnd, "sim_time_start": t_start, "sim_time_end": self.env.now,
-            "n_selected": len(selected), "n_completed": len(accepted),
-            "n_dropped": len(selected) - len(accepted), "n_dropout": n_dropout, "n_late": n_late,
+            "n_selected": len(selected), "n_completed": n_accepted,
+            "n_dropped": len(selected) - n_accepted, "n_dropout": n_dropout, "n_late": n_late,
             "n_surplus": n_surplus, "host_seconds": time.perf_counter() - h_start,
             "diverged": self.diverged_round == rnd,
         })

@@ -8,6 +8,7 @@ from keynet_nets import LENET_INPUT, make_lenet
 
 from fedsim import engine
 from fedsim.config import RunConfig
+from fedsim.hooks import EngineHooks
 from fedsim.keynet.plan import plan_network
 
 
@@ -24,19 +25,11 @@ def plan(lenet):
 
 
 @pytest.fixture
-def run_final(monkeypatch):
-    """Run a config; return its result and the last global model the harness evaluated."""
-    states = []
-    evaluate = engine.evaluate
-
-    def keep(model, x, y):
-        states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-        return evaluate(model, x, y)
-
-    monkeypatch.setattr(engine, "evaluate", keep)
-
+def run_final():
+    """Run a config; return its result and its last global model (plaintext state)."""
     def go(cfg: RunConfig):
+        states = []
         torch.set_num_threads(1)
-        res = engine.run(cfg)
+        res = engine.run(cfg, hooks=EngineHooks(on_global_model=lambda rnd, s: states.append(s)))
         return res, states[-1]
     return go

@@ -1,0 +1,88 @@
+"""Server policies: who takes part in a round, how much each update weighs, how updates combine.
+
+A policy is the server's decision-making, apart from its protocol (messages, waiting, deadlines),
+in the spirit of Flower's ``Strategy``. The server process asks it three things: which clients to
+select, and, once the round's updates are in, the new global model. Aggregation is in canonical
+slot order (the position the server gave each client at dispatch), never arrival order, so a
+network change that reorders arrivals does not change a single bit of what is learned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from fedsim.codecs.base import UpdateCodec
+
+
+@dataclass(frozen=True)
+class Update:
+    """One client's upload as the server received it."""
+
+    slot: int  # the client's position in the round's selection (sent with the model)
+    client: int
+    payload: bytes
+
+
+class ServerPolicy(Protocol):
+    """Selection, weighting and aggregation of one scheme."""
+
+    def select(self, rnd: int, online: Sequence[int]) -> list[int]:
+        """The clients of round ``rnd`` in slot order, chosen from ``online`` (sorted ids)."""
+
+    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor:
+        """The next global model (flat wire vector) from this round's ``updates`` (any order)."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to resume the policy (JSON-serialisable)."""
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state`'s output."""
+
+
+class AveragingPolicy:
+    """Synchronous weighted averaging of decoded updates: FedAvg and FedPAQ (and KeyNet, ENN,
+    which change the domain or the codec, not the policy).
+
+    Selection: ``ceil(m * overcommit)`` of the online clients, uniformly without replacement from
+    the server's own stream. Weighting: by sample count (``samples``, FedAvg) or uniform
+    (``uniform``, FedPAQ and ENN). Aggregation: the codec's weighted mean of the updates sorted by
+    slot, with dense slots ``0..k-1`` (the codec's inputs), added to the global model.
+    """
+
+    def __init__(self, codec: UpdateCodec, *, clients_per_round: int, overcommit: float,
+                 weighting: Literal["samples", "uniform"], sample_counts: Mapping[int, int],
+                 numel: int, selection_seed: int):
+        self.codec, self.numel = codec, numel
+        self.clients_per_round, self.overcommit = clients_per_round, overcommit
+        self.weighting, self.sample_counts = weighting, sample_counts
+        self._rng = np.random.default_rng(selection_seed)
+
+    def select(self, rnd: int, online: Sequence[int]) -> list[int]:
+        k = min(math.ceil(self.clients_per_round * self.overcommit - 1e-9), len(online))
+        chosen = self._rng.choice(len(online), size=k, replace=False) if k else []
+        return sorted(online[i] for i in chosen)
+
+    def weights(self, clients: Sequence[int]) -> list[float]:
+        """Normalised weights of ``clients`` (sum 1)."""
+        raw = [float(self.sample_counts[c]) if self.weighting == "samples" else 1.0 for c in clients]
+        total = sum(raw)
+        return [w / total for w in raw]
+
+    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor:
+        ordered = sorted(updates, key=lambda u: u.slot)
+        delta = self.codec.aggregate([u.payload for u in ordered],
+                                     self.weights([u.client for u in ordered]),
+                                     list(range(len(ordered))), numel=self.numel)
+        return global_wire + delta
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self._rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state["rng"]
