@@ -38,7 +38,8 @@ def check_resumable(cfg: RunConfig) -> None:
         ("codec enn", not isinstance(cfg.codec, (IdentityCodecConfig, QsgdCodecConfig))),
         ("attack", cfg.attack is not None),
         ("selection.deadline_s", cfg.selection.deadline_s is not None),
-        ("selection.overcommit > 1", cfg.selection.overcommit != 1.0)) if bad]
+        ("selection.overcommit > 1", cfg.selection.overcommit != 1.0),
+        ("aggregation.mode async", cfg.aggregation.mode == "async")) if bad]
     if why:
         raise ValueError(f"scheme {cfg.scheme!r} uses {', '.join(why)}; checkpoints support plain "
                          "runs without these (run it without --checkpoint-every)")

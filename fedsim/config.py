@@ -198,6 +198,20 @@ class SelectionConfig(Strict):
     weighting: Literal["samples", "uniform"] = "samples"
 
 
+class AggregationConfig(Strict):
+    """When the server aggregates: after each round's cohort (``sync``), or FedBuff-style
+    (``async``, Nguyen et al. 2022): ``concurrency`` clients always training, an aggregation every
+    ``buffer_size`` arrivals, each update weighted by ``(1 + staleness) ** -staleness_exponent``
+    (staleness: aggregations since the client's model version) and the mean scaled by
+    ``server_lr``. In async mode ``rounds`` counts aggregations."""
+
+    mode: Literal["sync", "async"] = "sync"
+    concurrency: PosInt | None = None  # async: clients training at once (default: clients_per_round)
+    buffer_size: PosInt = 10  # async: updates per aggregation
+    staleness_exponent: Annotated[Float, Field(ge=0)] = 0.5  # 0: no staleness discount
+    server_lr: PosFloat = 1.0  # async: global step size on the buffered mean
+
+
 class AvailabilityConfig(Strict):
     """Per-round probabilities that a selected client is unreachable, or drops out mid-round."""
 
@@ -490,6 +504,7 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     selection: SelectionConfig = SelectionConfig()
+    aggregation: AggregationConfig = AggregationConfig()
     availability: AvailabilityConfig = AvailabilityConfig()
     network: NetworkConfig = NetworkConfig()
     compute: ComputeConfig = ComputeConfig()
@@ -514,12 +529,34 @@ class RunConfig(Strict):
         if isinstance(self.codec, EnnCodecConfig) and self.selection.weighting != "uniform":
             raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
                              "outputs the unweighted mean of the codes)")
+        if self.aggregation.mode == "async":
+            self._check_async()
         if self.model.width_mult != 1.0 and self.model.kind != "mobilenet_v2":
             raise ValueError(f"model.width_mult is only supported by mobilenet_v2, not "
                              f"{self.model.kind!r}")
         if self.attack is not None:
             self.attack.check_targets(self)
         return self
+
+    def _check_async(self) -> None:
+        agg, sel = self.aggregation, self.selection
+        why = [what for what, bad in (
+            ("codec 'enn' (its decoder takes one code per slot, unweighted)",
+             isinstance(self.codec, EnnCodecConfig)),
+            ("selection.overcommit", sel.overcommit != 1.0),
+            ("selection.deadline_s", sel.deadline_s is not None)) if bad]
+        if why:
+            raise ValueError(f"aggregation.mode async cannot be combined with {why[0]}")
+        if self.concurrency() > self.data.num_clients:
+            raise ValueError(f"aggregation.concurrency ({self.concurrency()}) exceeds "
+                             f"data.num_clients ({self.data.num_clients})")
+        if agg.buffer_size > self.concurrency():
+            raise ValueError(f"aggregation.buffer_size ({agg.buffer_size}) exceeds the clients "
+                             f"training at once (aggregation.concurrency: {self.concurrency()})")
+
+    def concurrency(self) -> int:
+        """Clients training at once in async mode (default: clients per round)."""
+        return self.aggregation.concurrency or self.clients_per_round()
 
     def clients_per_round(self) -> int:
         """m = max(ceil(C K), 1), or ``clients_per_round`` when set."""

@@ -26,10 +26,11 @@ from fedsim.flops import train_flops_per_sample
 from fedsim.hooks import EngineHooks
 from fedsim.models import build_model
 from fedsim.network import Link, Network
+from fedsim.nodes.async_server import AsyncServer
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
-from fedsim.nodes.policy import AveragingPolicy
+from fedsim.nodes.policy import AveragingPolicy, FedBuffPolicy
 from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings
@@ -194,18 +195,31 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         (lambda cid: harness.client_work(cid, work)) if harness is not None else (lambda cid: work),
         jobs, trainer.cohort)
     eager = _eager_reason(cfg, crypto, harness)
-    policy = AveragingPolicy(codec, clients_per_round=m, overcommit=cfg.selection.overcommit,
-                             weighting=cfg.selection.weighting,
-                             sample_counts={cid: len(parts[cid]) for cid in range(n)},
-                             numel=crypto.eval_domain.numel,
-                             selection_seed=seed_for(cfg.seed, "server", "selection"))
     settings = ServerSettings(cfg.rounds, m, cfg.selection.deadline_s, cfg.time_budget_s)
-    server = _started(hooks, Server(
-        env, router, server_inbox, codec, policy, settings, list(range(n)), availability, recorder,
-        None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
-        init_broadcast=crypto.init_broadcast,
-        # eager: the server reaches only the trainer, never the clients' key material
-        on_dispatch=trainer.cohort if eager else population.dispatch))
+    initial = None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state)
+    sample_counts = {cid: len(parts[cid]) for cid in range(n)}
+    selection_seed = seed_for(cfg.seed, "server", "selection")
+    agg = cfg.aggregation
+    if agg.mode == "async":
+        policy = FedBuffPolicy(codec, weighting=cfg.selection.weighting, sample_counts=sample_counts,
+                               numel=crypto.eval_domain.numel,
+                               staleness_exponent=agg.staleness_exponent, server_lr=agg.server_lr,
+                               selection_seed=selection_seed)
+        # clients start from different model versions: no cohort trains together
+        server: Server = AsyncServer(
+            env, router, server_inbox, codec, policy, settings, list(range(n)), availability,
+            recorder, initial, init_broadcast=crypto.init_broadcast,
+            concurrency=cfg.concurrency(), buffer_size=agg.buffer_size,
+            on_dispatch=None if eager else lambda rnd, cids: population.build(cids))
+    else:
+        policy = AveragingPolicy(codec, clients_per_round=m, overcommit=cfg.selection.overcommit,
+                                 weighting=cfg.selection.weighting, sample_counts=sample_counts,
+                                 numel=crypto.eval_domain.numel, selection_seed=selection_seed)
+        server = Server(env, router, server_inbox, codec, policy, settings, list(range(n)),
+                        availability, recorder, initial, init_broadcast=crypto.init_broadcast,
+                        # eager: the server reaches only the trainer, never the clients' key material
+                        on_dispatch=trainer.cohort if eager else population.dispatch)
+    _started(hooks, server)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
         env.process(_started(hooks, KeyAgent(env, router, ka_inbox, crypto.key_payload,
@@ -317,6 +331,10 @@ def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, part
             s if s != "uploaded" else ("aggregated" if (r, c) in used else "discarded")
             for s, r, c in zip(clients["status"], clients["round"], clients["client"])]
         clients = clients.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
+    if cfg.aggregation.mode == "async" and len(clients):
+        applied = [recorder.applied.get((r, c)) for r, c in zip(clients["round"], clients["client"])]
+        clients["applied_round"] = pd.array(applied, dtype="Int64")
+        clients["staleness"] = clients["applied_round"] - clients["round"]
     clients = clients.assign(**ident)
     messages = recorder.messages_frame().assign(**ident)
     hist = class_histogram(data.y_train.numpy(), parts, data.num_classes).assign(**ident)

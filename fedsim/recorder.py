@@ -36,6 +36,8 @@ class Recorder:
         self.messages: list[dict[str, Any]] = []
         self.snapshots: deque[tuple[int, Any]] = deque()
         self.aggregated: set[tuple[int, int]] = set()  # (round, client) whose update was used
+        # async: (round dispatched, client) -> the round (aggregation) that used the update
+        self.applied: dict[tuple[int, int], int] = {}
 
     def on_arrival(self, msg: Message, path: tuple[Link, ...], t_send: float, t_arrive: float) -> None:
         """Network observer: one row per delivered message."""

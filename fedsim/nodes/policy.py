@@ -86,3 +86,58 @@ class AveragingPolicy:
 
     def restore(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state["rng"]
+
+
+@dataclass(frozen=True)
+class BufferedUpdate:
+    """One client's upload in an asynchronous server's buffer."""
+
+    round: int  # the round (aggregation number) in progress when the client got its model
+    client: int
+    payload: bytes
+    staleness: int  # aggregations between the client's model version and the one it updates
+
+
+class FedBuffPolicy:
+    """FedBuff (Nguyen et al. 2022): buffered asynchronous aggregation with staleness discount.
+
+    ``x <- x + server_lr * sum_i w_i s(tau_i) decode(update_i)``, with ``w_i`` the sample-count
+    (``samples``) or uniform (``uniform``) weights of the buffered clients (sum 1) and
+    ``s(tau) = (1 + tau) ** -staleness_exponent``. The buffer is summed in canonical order
+    (round, then client), not arrival order. Selection: uniformly among the eligible clients,
+    from the server's own stream.
+    """
+
+    def __init__(self, codec: UpdateCodec, *, weighting: Literal["samples", "uniform"],
+                 sample_counts: Mapping[int, int], numel: int, staleness_exponent: float,
+                 server_lr: float, selection_seed: int):
+        self.codec, self.numel = codec, numel
+        self.weighting, self.sample_counts = weighting, sample_counts
+        self.staleness_exponent, self.server_lr = staleness_exponent, server_lr
+        self._rng = np.random.default_rng(selection_seed)
+
+    def select(self, rnd: int, eligible: Sequence[int], k: int) -> list[int]:
+        """``k`` (or all, if fewer) of ``eligible`` (sorted ids), in the order they are sent."""
+        k = min(k, len(eligible))
+        chosen = self._rng.choice(len(eligible), size=k, replace=False) if k else []
+        return sorted(eligible[i] for i in chosen)
+
+    def discount(self, staleness: int) -> float:
+        """``s(tau)``: the weight factor of an update ``staleness`` aggregations old."""
+        return (1.0 + staleness) ** -self.staleness_exponent
+
+    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[BufferedUpdate]) -> torch.Tensor:
+        ordered = sorted(updates, key=lambda u: (u.round, u.client))
+        raw = [float(self.sample_counts[u.client]) if self.weighting == "samples" else 1.0
+               for u in ordered]
+        factors = [r / sum(raw) * self.discount(u.staleness) for r, u in zip(raw, ordered)]
+        total = sum(factors)  # the codec averages with weights that sum to 1; scale after
+        delta = self.codec.aggregate([u.payload for u in ordered], [f / total for f in factors],
+                                     list(range(len(ordered))), numel=self.numel)
+        return global_wire + (self.server_lr * total) * delta
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self._rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state["rng"]

@@ -102,12 +102,7 @@ class Server:
             self._on_dispatch(rnd, selected)
         payload = pack_vector(self.global_wire)
         for slot, cid in enumerate(selected):
-            if self._setup_payload is not None and cid not in self._set_up:
-                self._set_up.add(cid)
-                self.router.send(Message("codec_setup", self.name, client_name(cid), rnd,
-                                         self._setup_payload))
-            self.router.send(Message("model_down", self.name, client_name(cid), rnd, payload,
-                                     meta={"slot": slot}))
+            self._send_model(rnd, slot, cid, payload)
         slots = {client_name(c): slot for slot, c in enumerate(selected)}
         waiting = set(slots)
         m = min(self.settings.clients_per_round, len(selected))
@@ -140,6 +135,16 @@ class Server:
         n_late = len(waiting) if len(accepted) < m else 0
         self._finish_round(rnd, t_start, h_start, selected, len(accepted), n_dropout, n_late,
                            n_surplus=len(selected) - len(accepted) - n_dropout - n_late)
+
+    def _send_model(self, rnd: int, slot: int, cid: int, payload: bytes) -> None:
+        """Send round ``rnd``'s global model (``payload``) to ``cid`` at ``slot``, after the codec's
+        one-time set-up if the client has not had it yet."""
+        if self._setup_payload is not None and cid not in self._set_up:
+            self._set_up.add(cid)
+            self.router.send(Message("codec_setup", self.name, client_name(cid), rnd,
+                                     self._setup_payload))
+        self.router.send(Message("model_down", self.name, client_name(cid), rnd, payload,
+                                 meta={"slot": slot}))
 
     def _finish_round(self, rnd: int, t_start: float, h_start: float, selected: list[int],
                       n_accepted: int, n_dropout: int, n_late: int, n_surplus: int) -> None:
