@@ -69,7 +69,8 @@ class Checkpointer:
                  "wire": base64.b64encode(wire.tobytes()).decode(),
                  "recorder": {"rounds": recorder.rounds, "clients": recorder.clients,
                               "messages": recorder.messages,
-                              "aggregated": sorted(recorder.aggregated)},
+                              "aggregated": sorted(recorder.aggregated),
+                              "outcomes": [[r, c, o] for (r, c), o in recorder.outcomes.items()]},
                  "evals": {str(k): v for k, v in evals.items()}}
         payload = json.dumps(state, default=_plain).encode()
         write_cache(self._path(cfg, "round"), "checkpoint", self._key(cfg), payload)
@@ -91,6 +92,7 @@ class Checkpointer:
         recorder.rounds[:], recorder.clients[:], recorder.messages[:] = (
             rec["rounds"], rec["clients"], rec["messages"])
         recorder.aggregated = {tuple(x) for x in rec["aggregated"]}
+        recorder.outcomes = {(r, c): o for r, c, o in rec["outcomes"]}
         return {int(k): tuple(v) for k, v in state["evals"].items()}
 
     def save_done(self, result: Any) -> None:

@@ -276,6 +276,12 @@ class ComputeConfig(Strict):
     #: selected (schemes whose set-up involves every client, and attacks, build all at
     #: start-up); ``eager``: all at start-up. Tables are the same either way.
     clients: Literal["lazy", "eager"] = "lazy"
+    #: ``skip``: a client's update is trained when the server uses it, so stragglers past the
+    #: deadline, surplus clients of an overcommitted cohort and dropouts cost no host time (their
+    #: timelines need only FLOPs and payload sizes; fedsim falls back to ``train`` where that is
+    #: not exact and says why in run_info). ``train``: every selected client trains. Tables are
+    #: the same either way.
+    stragglers: Literal["skip", "train"] = "skip"
 
     @field_validator("device")
     @classmethod
@@ -526,6 +532,11 @@ class RunConfig(Strict):
         if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
             raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "  # noqa: TRY004
                              "cannot be decoded one by one before encryption")
+        if (isinstance(self.codec, EnnCodecConfig) and self.codec.error_feedback
+                and self.selection.overcommit != 1.0):
+            raise ValueError("codec 'enn' with error_feedback cannot be combined with "
+                             "selection.overcommit > 1 (a client could not know which decoder "
+                             "slot its code fills)")
         if isinstance(self.codec, EnnCodecConfig) and self.selection.weighting != "uniform":
             raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
                              "outputs the unweighted mean of the codes)")

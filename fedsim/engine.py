@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedsim.checkpoint import Checkpointer
+from fedsim.codecs.base import UpdateCodec
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
@@ -188,7 +189,10 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
-            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec))
+            await_init=crypto.init_broadcast is not None, pre_codec=pre_codec,
+            defer_training=not skip_why))
+
+    skip_why = _train_unused_reason(cfg, harness, codec)
 
     population = Population(
         env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
@@ -218,7 +222,9 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         server = Server(env, router, server_inbox, codec, policy, settings, list(range(n)),
                         availability, recorder, initial, init_broadcast=crypto.init_broadcast,
                         # eager: the server reaches only the trainer, never the clients' key material
-                        on_dispatch=trainer.cohort if eager else population.dispatch)
+                        on_dispatch=trainer.cohort if eager else population.dispatch,
+                        # deferred training: the cohort that trains is the one aggregated
+                        on_accepted=None if skip_why else trainer.cohort)
     _started(hooks, server)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
@@ -240,6 +246,8 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
         "trainer": type(trainer).__name__, "setup_host_seconds": setup_s,
         "clients_built": len(jobs),
+        "unused_updates": f"trained ({skip_why})" if skip_why else "skipped",
+        "updates_trained": len(recorder.outcomes),
         "client_build": f"eager ({eager})" if eager else "lazy",
         "wire_numel": crypto.eval_domain.numel, **placement.info(),
         "model_params": sum(p.numel() for p in model.parameters()), **crypto.info})
@@ -261,6 +269,23 @@ def _eager_reason(cfg: RunConfig, crypto: EncryptionSetup, harness: object | Non
     if harness is not None:
         return "an attack observes clients' links from the start"
     return ""
+
+
+def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCodec) -> str:
+    """Why every selected client must train even if the server will not use its update ('' if
+    training can wait until the server uses it)."""
+    why = [what for what, bad in (
+        ("compute.stragglers: train", cfg.compute.stragglers == "train"),
+        ("aggregation.mode async: every arrival is used", cfg.aggregation.mode == "async"),
+        ("compute.timing measured: compute time is the host's training time",
+         cfg.compute.timing == "measured"),
+        ("encryption: a deferred update would hand the server a closure over the client's keys",
+         cfg.encryption.kind != "none"),
+        ("an attack observes every payload as it is sent", harness is not None),
+        ("the codec keeps per-client state (error feedback)", codec.for_client(0) is not codec),
+        ("the codec's payload size depends on the update", codec.encoded_nbytes(1, 1) is None),
+    ) if bad]
+    return why[0] if why else ""
 
 
 def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -331,6 +356,11 @@ def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, part
             s if s != "uploaded" else ("aggregated" if (r, c) in used else "discarded")
             for s, r, c in zip(clients["status"], clients["round"], clients["client"])]
         clients = clients.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
+        # what training measured, for the updates the server used (others may never have trained)
+        outcomes = pd.DataFrame([recorder.outcomes[(r, c)] if s == "aggregated" else {}
+                                 for r, c, s in zip(clients["round"], clients["client"],
+                                                    clients["status"])], index=clients.index)
+        clients = clients.join(outcomes)
     if cfg.aggregation.mode == "async" and len(clients):
         applied = [recorder.applied.get((r, c)) for r, c in zip(clients["round"], clients["client"])]
         clients["applied_round"] = pd.array(applied, dtype="Int64")

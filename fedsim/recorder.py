@@ -38,6 +38,8 @@ class Recorder:
         self.aggregated: set[tuple[int, int]] = set()  # (round, client) whose update was used
         # async: (round dispatched, client) -> the round (aggregation) that used the update
         self.applied: dict[tuple[int, int], int] = {}
+        # (round, client) -> what its training and encoding measured (loss, codec metrics, ...)
+        self.outcomes: dict[tuple[int, int], dict[str, Any]] = {}
 
     def on_arrival(self, msg: Message, path: tuple[Link, ...], t_send: float, t_arrive: float) -> None:
         """Network observer: one row per delivered message."""

@@ -93,6 +93,16 @@ class Trainer(Protocol):
     def train(self, cid: int, rnd: int, global_state: Mapping[str, torch.Tensor]) -> TrainOutcome:
         """Client ``cid``'s local training of round ``rnd``, starting from ``global_state``."""
 
+    def planned(self, cid: int, rnd: int) -> tuple[int, int]:
+        """``(steps, samples)`` client ``cid``'s training of round ``rnd`` will do, without doing
+        it (its simulated compute time depends on nothing else)."""
+
+
+def planned_work(seed: int, cid: int, rnd: int, job: ClientJob) -> tuple[int, int]:
+    """``(steps, samples)`` of the client's round ``rnd``: its batch count and their summed size."""
+    batches = client_batches(seed, cid, rnd, job)
+    return len(batches), sum(len(b) for b in batches)
+
 
 def client_batches(seed: int, cid: int, rnd: int, job: ClientJob) -> list[torch.Tensor]:
     """The client's index batches of round ``rnd`` (training-set indices, on the host)."""
@@ -117,6 +127,9 @@ class SequentialTrainer:
 
     def cohort(self, rnd: int, cids: Sequence[int]) -> None:
         """The server sent round ``rnd``'s model to ``cids`` (nothing to prepare here)."""
+
+    def planned(self, cid: int, rnd: int) -> tuple[int, int]:
+        return planned_work(self.seed, cid, rnd, self.jobs[cid])
 
     def train(self, cid: int, rnd: int, global_state: Mapping[str, torch.Tensor]) -> TrainOutcome:
         """Train client ``cid`` from ``global_state``; the returned state is the shared model's and
@@ -171,6 +184,9 @@ class BatchedTrainer:
         if alone:
             log.info("round %d: clients %s train one by one (their local work differs from the "
                      "run's, e.g. attack-friendly targets)", rnd, alone)
+
+    def planned(self, cid: int, rnd: int) -> tuple[int, int]:
+        return planned_work(self.seed, cid, rnd, self.jobs[cid])
 
     def train(self, cid: int, rnd: int, global_state: Mapping[str, torch.Tensor]) -> TrainOutcome:
         """Client ``cid``'s result; the first call of a round trains its whole cohort."""

@@ -26,6 +26,13 @@ def pack_vector(vec: torch.Tensor | np.ndarray, dtype: str = "<f4") -> bytes:
     return _MAGIC + struct.pack("<BBI", _CODES[dt], 0, arr.size) + arr.tobytes()
 
 
+def vector_numel(buf: bytes) -> int:
+    """The element count of a :func:`pack_vector` payload (read from its header)."""
+    if len(buf) < HEADER_BYTES or buf[:2] != _MAGIC:
+        raise ValueError("not a fedsim vector payload")
+    return struct.unpack_from("<BBI", buf, 2)[2]
+
+
 def unpack_vector(buf: bytes) -> torch.Tensor:
     """Inverse of :func:`pack_vector`; returns a float32 (or float64) CPU tensor."""
     if len(buf) < HEADER_BYTES or buf[:2] != _MAGIC:

@@ -39,6 +39,12 @@ class UpdateCodec(ABC):
         """Bytes each client must download once before its first update (None if nothing)."""
         return None
 
+    def encoded_nbytes(self, numel: int, rnd: int) -> int | None:
+        """The exact payload size of round ``rnd``'s update of ``numel`` values, if it does not
+        depend on the values (None if it does): lets a client's timeline run ahead of its
+        training."""
+        return None
+
     def for_client(self, cid: int) -> UpdateCodec:
         """The encoder client ``cid`` uses: this codec, or a per-client one holding client state."""
         return self

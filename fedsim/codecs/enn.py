@@ -154,6 +154,9 @@ class EnnCodec(UpdateCodec):
         return (HEADER_BYTES + (_OFFSET.size if self.error_feedback else 0)
                 + (SIDE_BYTES * c if self.side_info else 0) + 4 * self.config.m * c)
 
+    def encoded_nbytes(self, numel: int, rnd: int) -> int:
+        return self.payload_nbytes(numel, self.offset(rnd))
+
     def offset(self, rnd: int) -> int:
         """Chunk-grid offset of round ``rnd`` (values; 0 without error feedback)."""
         if not self.error_feedback:
@@ -197,8 +200,11 @@ class EnnCodec(UpdateCodec):
             raise ValueError(f"need 1..{big_n} payloads with one weight and slot each")
         if any(not math.isclose(w, 1.0 / k, rel_tol=1e-6) for w in weights):
             raise ValueError("ENN decodes the unweighted mean: weights must all equal 1/k")
-        if len(set(slots)) != k or not all(0 <= s < big_n for s in slots):
-            raise ValueError(f"slots must be distinct values in 0..{big_n - 1}, got {list(slots)}")
+        if len(set(slots)) != k or min(slots) < 0:
+            raise ValueError(f"slots must be distinct non-negative values, got {list(slots)}")
+        if max(slots) >= big_n:  # an overcommitted selection: the codes fill 0..k-1 in slot order
+            rank = {s: i for i, s in enumerate(sorted(slots))}
+            slots = [rank[s] for s in slots]
         offset = self.payload_offset(payloads[0])
         codes, rms, present = self.silent_stack(numel, offset)
         for payload, slot in zip(payloads, slots):

@@ -19,6 +19,9 @@ class IdentityCodec(UpdateCodec):
         """Exact payload size in bytes for ``numel`` coordinates: ``8 + 4 numel``."""
         return HEADER_BYTES + 4 * numel
 
+    def encoded_nbytes(self, numel: int, rnd: int) -> int:
+        return self.payload_nbytes(numel)
+
     def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
         payload = pack_vector(update)
         return EncodedUpdate(payload, {"bits_per_coord": 8 * len(payload) / update.numel(),

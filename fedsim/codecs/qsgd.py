@@ -147,6 +147,9 @@ class QsgdCodec(UpdateCodec):
         """Exact payload size in bytes for ``numel`` coordinates (see :func:`payload_nbytes`)."""
         return payload_nbytes(numel, self.levels, self.bucket_size)
 
+    def encoded_nbytes(self, numel: int, rnd: int) -> int:
+        return self.payload_nbytes(numel)
+
     def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
         """Quantize and pack; metrics ``bits_per_coord`` (measured) and ``rel_error``."""
         v = _as_float32_vector(update)

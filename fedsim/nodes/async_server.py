@@ -16,6 +16,7 @@ import simpy
 import torch
 
 from fedsim.codecs.base import UpdateCodec
+from fedsim.message import payload_bytes
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.policy import BufferedUpdate, FedBuffPolicy
 from fedsim.nodes.router import Router
@@ -55,7 +56,7 @@ class AsyncServer(Server):
                     period.dropouts += 1
                 else:
                     buffer.append(BufferedUpdate(dispatched, int(msg.src.split("/")[1]),
-                                                 msg.payload, rnd - dispatched))
+                                                 payload_bytes(msg.payload), rnd - dispatched))
             if len(buffer) >= self.buffer_size or (not busy and not self._eligible(rnd, busy, period)):
                 self._aggregate(rnd, buffer, period)
                 if self.diverged_round is not None or rnd == self.settings.rounds:

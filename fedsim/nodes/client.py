@@ -11,13 +11,13 @@ import torch
 
 from fedsim.codecs.base import UpdateCodec
 from fedsim.domain import PlainDomain, WeightDomain
-from fedsim.message import Message
+from fedsim.message import DeferredPayload, Message
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.router import Router
 from fedsim.recorder import Recorder
 from fedsim.rng import seed_for
 from fedsim.trainers import Trainer
-from fedsim.wire import pack_vector, unpack_vector
+from fedsim.wire import pack_vector, unpack_vector, vector_numel
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Client:
                  recorder: Recorder, seed: int, domain: WeightDomain | None,
                  domain_from_key: Callable[[bytes, bytes | None], WeightDomain] | None = None,
                  initial_state: dict[str, torch.Tensor] | None = None, await_init: bool = False,
-                 pre_codec: UpdateCodec | None = None):
+                 pre_codec: UpdateCodec | None = None, defer_training: bool = False):
         self.env, self.router, self.inbox, self.cid = env, router, inbox, cid
         self.name = f"client/{cid}"
         self.trainer, self.compute = trainer, compute
@@ -54,6 +54,8 @@ class Client:
         self._await_init = await_init  # the server sends a plaintext initial model (init_plain)
         # lossy codec run on the plaintext update before encryption (KeyNet + QSGD)
         self.pre_codec = pre_codec
+        # train only when the server uses the update (the engine decides when that is exact)
+        self.defer_training = defer_training
 
     def run(self):
         """Fetch keys if the scheme needs them, send the initial model if asked, then serve rounds."""
@@ -83,6 +85,38 @@ class Client:
         t_recv = self.env.now
         row = {"round": rnd, "client": self.cid, "download_s": t_recv - msg.meta["t_send"],
                "bytes_down": msg.nbytes, "t_start": msg.meta["t_send"]}
+        payload: bytes | DeferredPayload
+        if self.defer_training:
+            # the timeline needs only the work's size and the payload's size: train later, and
+            # only if the server uses the update
+            steps, samples = self.trainer.planned(self.cid, rnd)
+            compute_s = self.compute.seconds(samples * self.train_flops_per_sample, 0.0)
+            crypto_s = 0.0
+            nbytes = self.codec.encoded_nbytes(vector_numel(msg.payload), rnd)
+            payload = DeferredPayload(nbytes, lambda: self._train_and_encode(msg).payload)
+        else:
+            work = self._train_and_encode(msg)
+            steps, samples, payload = work.steps, work.samples, work.payload
+            compute_s = self.compute.seconds(samples * self.train_flops_per_sample, work.host_train_s)
+            crypto_flops = sum(self.domain.crypto_flops)
+            crypto_s = (self.compute.seconds(crypto_flops, work.host_crypto_s)
+                        if crypto_flops else 0.0)
+        row.update(compute_s=compute_s, crypto_s=crypto_s, samples=samples, steps=steps)
+        yield self.env.timeout(compute_s + crypto_s)
+        if self.availability.drops_out(self.cid, rnd):
+            self.router.signal(Message("dropout", self.name, "server", rnd, b""))
+            self.recorder.clients.append({**row, "status": "dropout", "upload_s": float("nan"),
+                                          "bytes_up": 0})
+            return
+        t_up = self.env.now
+        yield self.router.send(Message("update_up", self.name, "server", rnd, payload))
+        self.recorder.clients.append({**row, "status": "uploaded", "upload_s": self.env.now - t_up,
+                                      "bytes_up": len(payload)})
+
+    def _train_and_encode(self, msg: Message) -> _Work:
+        """Train on round ``msg.round``'s global model and encode the update; the outcome's
+        measurements go to the recorder (the tables show them for aggregated updates)."""
+        rnd = msg.round
         h0 = time.perf_counter()
         global_wire = unpack_vector(msg.payload)
         global_state = self.domain.from_wire(global_wire)
@@ -108,20 +142,19 @@ class Client:
             delta = self.domain.to_wire(state) - global_wire
         host_crypto += time.perf_counter() - h2
         encoded = self.codec.encode(delta, seed=seed, slot=slot, rnd=rnd)
-        row["host_encode_s"] = time.perf_counter() - h1
-        compute_s = self.compute.seconds(result.samples * self.train_flops_per_sample, host_train)
-        crypto_flops = sum(self.domain.crypto_flops)
-        crypto_s = self.compute.seconds(crypto_flops, host_crypto) if crypto_flops else 0.0
-        row.update(compute_s=compute_s, crypto_s=crypto_s, host_crypto_s=host_crypto,
-                   samples=result.samples, steps=result.steps, train_loss=result.mean_loss,
-                   host_train_s=host_train, **pre_metrics)
-        yield self.env.timeout(compute_s + crypto_s)
-        if self.availability.drops_out(self.cid, rnd):
-            self.router.signal(Message("dropout", self.name, "server", rnd, b""))
-            self.recorder.clients.append({**row, "status": "dropout", "upload_s": float("nan"),
-                                          "bytes_up": 0})
-            return
-        t_up = self.env.now
-        yield self.router.send(Message("update_up", self.name, "server", rnd, encoded.payload))
-        self.recorder.clients.append({**row, **encoded.metrics, "status": "uploaded",
-                                      "upload_s": self.env.now - t_up, "bytes_up": len(encoded.payload)})
+        self.recorder.outcomes[(rnd, self.cid)] = {
+            "host_encode_s": time.perf_counter() - h1, "host_crypto_s": host_crypto,
+            "train_loss": result.mean_loss, "host_train_s": host_train, **pre_metrics,
+            **encoded.metrics}
+        return _Work(encoded.payload, result.steps, result.samples, host_train, host_crypto)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a client's local training and encoding produced, for its timeline."""
+
+    payload: bytes
+    steps: int
+    samples: int
+    host_train_s: float
+    host_crypto_s: float

@@ -51,8 +51,8 @@ class AveragingPolicy:
 
     Selection: ``ceil(m * overcommit)`` of the online clients, uniformly without replacement from
     the server's own stream. Weighting: by sample count (``samples``, FedAvg) or uniform
-    (``uniform``, FedPAQ and ENN). Aggregation: the codec's weighted mean of the updates sorted by
-    slot, with dense slots ``0..k-1`` (the codec's inputs), added to the global model.
+    (``uniform``, FedPAQ and ENN). Aggregation: the codec's weighted mean of the updates in slot
+    order, each with the slot it was selected in (ENN's decoder input), added to the global model.
     """
 
     def __init__(self, codec: UpdateCodec, *, clients_per_round: int, overcommit: float,
@@ -78,7 +78,7 @@ class AveragingPolicy:
         ordered = sorted(updates, key=lambda u: u.slot)
         delta = self.codec.aggregate([u.payload for u in ordered],
                                      self.weights([u.client for u in ordered]),
-                                     list(range(len(ordered))), numel=self.numel)
+                                     [u.slot for u in ordered], numel=self.numel)
         return global_wire + delta
 
     def state(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import simpy
 import torch
 
 from fedsim.codecs.base import UpdateCodec
-from fedsim.message import Message
+from fedsim.message import Message, payload_bytes
 from fedsim.nodes.availability import Availability
 from fedsim.nodes.policy import ServerPolicy, Update
 from fedsim.nodes.router import Router
@@ -50,7 +50,8 @@ class Server:
                  codec: UpdateCodec, policy: ServerPolicy, settings: ServerSettings,
                  clients: list[int], availability: Availability, recorder: Recorder,
                  initial: torch.Tensor | None, init_broadcast: bytes | None = None,
-                 on_dispatch: Callable[[int, list[int]], None] | None = None):
+                 on_dispatch: Callable[[int, list[int]], None] | None = None,
+                 on_accepted: Callable[[int, list[int]], None] | None = None):
         self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
         self.policy, self.settings = policy, settings
         self.availability, self.recorder = availability, recorder
@@ -62,6 +63,9 @@ class Server:
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
         # engine hook: called with (round, selected clients in slot order) before the broadcast
         self._on_dispatch = on_dispatch
+        # engine hook: (round, the clients whose updates it aggregates, slot order), before any
+        # deferred update is computed
+        self._on_accepted = on_accepted
         self.diverged_round: int | None = None  # first round whose global model is not finite
         self.first_round = 1  # > 1 when resumed from a checkpoint (set-up already done)
 
@@ -106,7 +110,7 @@ class Server:
         slots = {client_name(c): slot for slot, c in enumerate(selected)}
         waiting = set(slots)
         m = min(self.settings.clients_per_round, len(selected))
-        accepted: list[Update] = []
+        accepted: list[Message] = []
         n_dropout = 0
         deadline = (self.env.timeout(self.settings.deadline_s)
                     if self.settings.deadline_s is not None else None)
@@ -124,12 +128,18 @@ class Server:
             if msg.kind == "dropout":
                 n_dropout += 1
             elif msg.kind == "update_up":
-                accepted.append(Update(slots[msg.src], int(msg.src.split("/")[1]), msg.payload))
+                accepted.append(msg)
         # what is left of this round (and earlier ones) will never be used: stragglers dropped
         self.inbox.items[:] = [msg for msg in self.inbox.items if msg.round > rnd]
         if accepted:
-            self.recorder.aggregated.update((rnd, u.client) for u in accepted)
-            self.global_wire = self.policy.aggregate(self.global_wire, accepted)
+            accepted.sort(key=lambda msg: slots[msg.src])
+            cids = [int(msg.src.split("/")[1]) for msg in accepted]
+            self.recorder.aggregated.update((rnd, c) for c in cids)
+            if self._on_accepted is not None:
+                self._on_accepted(rnd, cids)
+            updates = [Update(slots[msg.src], c, payload_bytes(msg.payload))  # deferred: train now
+                       for msg, c in zip(accepted, cids)]
+            self.global_wire = self.policy.aggregate(self.global_wire, updates)
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
         n_late = len(waiting) if len(accepted) < m else 0
