@@ -24,9 +24,9 @@ SCHEMES = {
 }
 #: Each client's uplink, downlink, latency and device speed drawn afresh, spread over decades.
 PERTURBED = [
-    "network.clients={uplink_bps: {dist: lognormal, median: 2.0e+6, sigma: 1.5}, "
-    "downlink_bps: {dist: uniform, low: 1.0e+6, high: 1.0e+8}, "
-    "latency_s: {dist: uniform, low: 0.001, high: 0.5}}",
+    ("network.clients={uplink_bps: {dist: lognormal, median: 2.0e+6, sigma: 1.5}, "
+     "downlink_bps: {dist: uniform, low: 1.0e+6, high: 1.0e+8}, "
+     "latency_s: {dist: uniform, low: 0.001, high: 0.5}}"),
     "compute.device=null", "compute.flops_per_s={dist: lognormal, median: 1.0e+9, sigma: 1.5}",
 ]
 
