@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from fedsim.outdir import write_file_atomic
 
 MAGIC = b"fedsim-cache\n"
 VERSION = 1
@@ -43,17 +43,12 @@ def write_cache(path: Path, kind: str, key: str, payload: bytes) -> bool:
     """Write the payload atomically; False (with one warning) where the folder is not writable."""
     header = {"version": VERSION, "kind": kind, "key": key, "nbytes": len(payload),
               "sha256": hashlib.sha256(payload).hexdigest()}
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-        os.replace(tmp, path)
+        write_file_atomic(path, lambda tmp: tmp.write_bytes(
+            MAGIC + json.dumps(header).encode() + b"\n" + payload))
         return True
     except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
         log.warning("cannot write cache %s (%s); using the data in memory only", path,
                     exc.strerror or exc)
         return False

@@ -115,8 +115,12 @@ def recover(out: Path) -> None:
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write one file via ``write(tmp)`` and rename it over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write one file via ``write(tmp)`` and rename it over ``path`` (never half-written).
+
+    ``tmp`` is a hidden name beside ``path``, unique per call (concurrent writers of one path
+    never share it); any exception, an OSError included, removes it and propagates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
