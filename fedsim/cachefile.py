@@ -1,4 +1,8 @@
-"""Cache files that are checked before use: a versioned header, the owner's key and a SHA-256.
+"""Files written atomically, and cache files that are checked before use.
+
+:func:`write_file_atomic` is fedsim's one way to write a file (output tables, caches,
+checkpoints; whole output folders are swapped in by :func:`fedsim.outdir.publish`). A cache
+file has a versioned header, the owner's key and a SHA-256.
 
 Layout: the line ``fedsim-cache`` then one JSON line ``{"version", "kind", "key", "nbytes",
 "sha256"}``, then ``nbytes`` payload bytes. :func:`read_cache` returns the payload only when
@@ -13,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
-
-from fedsim.outdir import write_file_atomic
 
 MAGIC = b"fedsim-cache\n"
 VERSION = 1
@@ -52,6 +56,21 @@ def write_cache(path: Path, kind: str, key: str, payload: bytes) -> bool:
         log.warning("cannot write cache %s (%s); using the data in memory only", path,
                     exc.strerror or exc)
         return False
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write one file via ``write(tmp)`` and rename it over ``path`` (never half-written).
+
+    ``tmp`` is a hidden name beside ``path``, unique per call (concurrent writers of one path
+    never share it); any exception, an OSError included, removes it and propagates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _problem(blob: bytes, kind: str, key: str) -> str:

@@ -111,18 +111,18 @@ def test_exception_while_filling_keeps_old_folder(tmp_path):
 
 
 def test_one_atomic_file_writer_for_tables_and_caches(tmp_path, caplog):
-    """outdir.write_file_atomic is the only file writer: a failed write keeps the old file and
-    leaves no litter; the cache files use it too (and warn instead of raising)."""
-    from fedsim.cachefile import read_cache, write_cache
+    """cachefile.write_file_atomic is fedsim's one file writer: a failed write keeps the old file
+    and leaves no litter; cache files use it too (and warn instead of raising)."""
+    from fedsim.cachefile import read_cache, write_cache, write_file_atomic
 
     path = tmp_path / "t.csv"
-    outdir.write_file_atomic(path, lambda p: p.write_text("old"))
+    write_file_atomic(path, lambda p: p.write_text("old"))
 
     def broken(p: Path) -> None:
         p.write_text("half")
         raise OSError(28, "No space left on device")
     with pytest.raises(OSError):
-        outdir.write_file_atomic(path, broken)
+        write_file_atomic(path, broken)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
     assert write_cache(tmp_path / "c" / "x.cache", "k", "key", b"payload")
     assert read_cache(tmp_path / "c" / "x.cache", "k", "key") == b"payload"
