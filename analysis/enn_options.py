@@ -35,14 +35,11 @@ from analysis.tables import load_results, to_markdown
 from fedsim.codecs.enn import EnnCodec
 from fedsim.codecs.factory import make_codec
 from fedsim.config import EnnCodecConfig, RunConfig
-from fedsim.data import load_dataset, partition
+from fedsim.data import load_dataset
 from fedsim.engine import build_initial_model
-from fedsim.enn.fidelity import UpdateSource, collect_updates
+from fedsim.enn.fidelity import RealClients, collect_updates, fidelity_rows
 from fedsim.enn.metrics import average_fidelity
-from fedsim.enn.proxy import flatten_state, load_flat
-from fedsim.rng import numpy_rng, torch_generator
 from fedsim.scenario import load_scenario
-from fedsim.training import batch_schedule, train_local
 
 #: Linear ENN: learned linear code, linear decoder (the ``*_lin`` schemes).
 LINEAR = {"activation": "identity", "encoder_hidden": [], "residual_blocks": 0}
@@ -72,34 +69,15 @@ def enn_codec(cfg: RunConfig, ratio: int, scale: float, fields: dict) -> EnnCode
     return codec
 
 
-def source(cfg: RunConfig, rounds: int) -> UpdateSource:
-    """Real-update source with ``cfg``'s model, data split and local training."""
-    return UpdateSource(model=cfg.model.kind, dataset=cfg.data.dataset, num_clients=cfg.data.num_clients,
-                        classes_per_client=cfg.data.partition.classes_per_client,
-                        clients_per_round=cfg.clients_per_round(), rounds=rounds,
-                        local_epochs=cfg.training.local_epochs, batch_size=cfg.training.batch_size,
-                        lr=cfg.training.lr, seed=cfg.seed)
-
-
 def fidelity_table(cfg: RunConfig, plan: dict[str, list[int]], scale: float,
                    rounds: int) -> pd.DataFrame:
     """One row per (variant, ratio) of ``plan``: mean cosine / relative error over ``rounds``
     real rounds."""
-    updates = collect_updates(source(cfg, rounds))
-    rows = []
-    for name, ratios in plan.items():
-        fields = VARIANTS[name]
-        for ratio in ratios:
-            codec = enn_codec(cfg, ratio, scale, fields)
-            for rnd, ups in enumerate(updates, start=1):
-                k, numel = ups.shape
-                payloads = [codec.encode(u, seed=0, slot=i).payload for i, u in enumerate(ups)]
-                decoded = codec.aggregate(payloads, [1.0 / k] * k, list(range(k)), numel=numel)
-                fid = average_fidelity(decoded, ups.mean(0))
-                rows.append({"variant": name, "ratio": ratio, "round": rnd,
-                             "bytes_per_client": len(payloads[0]), "fp32_bytes": 8 + 4 * numel,
-                             **fid})
-    raw = pd.DataFrame(rows)
+    updates = collect_updates(cfg, rounds)
+    raw = pd.concat([fidelity_rows(updates, {ratio: enn_codec(cfg, ratio, scale, VARIANTS[name])},
+                                   name)
+                     for name, ratios in plan.items() for ratio in ratios], ignore_index=True)
+    raw = raw.rename(columns={"model": "variant"})
     out = raw.groupby(["variant", "ratio"], sort=False).agg(
         cosine=("cosine", "mean"), cosine_min=("cosine", "min"), rel_error=("rel_error", "mean"),
         bytes_per_client=("bytes_per_client", "first"), fp32_bytes=("fp32_bytes", "first"),
@@ -118,7 +96,7 @@ def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds:
     from fedsim.config import EnnProxyConfig
     from fedsim.enn.proxy import proxy_updates
 
-    real = [u.mean(0) for u in collect_updates(source(cfg, rounds))]
+    real = [u.mean(0) for u in collect_updates(cfg, rounds)]
     model = build_initial_model(cfg, load_dataset(cfg.data.dataset))
     proxy = [u.mean(0) for u in proxy_updates(model, EnnProxyConfig(rounds=proxy_rounds),
                                              cfg.clients_per_round())]
@@ -154,35 +132,22 @@ def loop_table(cfg: RunConfig, ratio: int, scale: float, fields: dict, rounds: i
     round's clients of ``||x - d|| / ||x||``; NaN without error feedback).
     """
     codec = enn_codec(cfg, ratio, scale, fields)
-    src = source(cfg, rounds)
-    data = load_dataset(src.dataset)
-    parts = partition(data.y_train.numpy(), src.num_clients, "classes_per_client",
-                      rng=numpy_rng(src.seed, "partition"), classes_per_client=src.classes_per_client)
-    model = build_initial_model(cfg, data)
-    flat = flatten_state(model)
+    clients = RealClients(cfg)
+    flat = clients.initial()
     encoders: dict[int, object] = {}
-    select = numpy_rng(src.seed, "fidelity", "selection")
     cum_true, cum_dec = torch.zeros_like(flat), torch.zeros_like(flat)
     rows = []
     for rnd in range(1, rounds + 1):
-        chosen = sorted(select.choice(src.num_clients, size=src.clients_per_round, replace=False))
-        ups, payloads, efs = [], [], []
-        for slot, cid in enumerate(chosen):
-            load_flat(model, flat)
-            idx = torch.as_tensor(parts[cid], dtype=torch.long)
-            gen = torch_generator(src.seed, "client", int(cid), "batches", rnd)
-            batches = [idx[b] for b in batch_schedule(len(idx), batch_size=src.batch_size,
-                                                     epochs=src.local_epochs, steps=None, generator=gen)]
-            train_local(model, data.x_train, data.y_train, batches, lr=src.lr)
-            up = flatten_state(model) - flat
-            enc = encoders.setdefault(int(cid), codec.for_client(int(cid))).encode(
+        chosen, ups = clients.train_round(rnd, flat)
+        payloads, efs = [], []
+        for slot, (cid, up) in enumerate(zip(chosen, ups)):
+            enc = encoders.setdefault(cid, codec.for_client(cid)).encode(
                 up, seed=0, slot=slot, rnd=rnd)
-            ups.append(up)
             payloads.append(enc.payload)
             efs.append(enc.metrics.get("ef_rel_error", math.nan))
         k = len(ups)
         decoded = codec.aggregate(payloads, [1.0 / k] * k, list(range(k)), numel=flat.numel())
-        true = torch.stack(ups).mean(0)
+        true = ups.mean(0)
         cum_true, cum_dec = cum_true + true, cum_dec + decoded
         fid, cum = average_fidelity(decoded, true), average_fidelity(cum_dec, cum_true)
         rows.append({"variant": label, "ratio": ratio, "round": rnd, **fid,

@@ -10,25 +10,17 @@ host seconds and final accuracy, the medians and the speed-up. Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
-import torch
+from scenario_args import parse_scenario_args
 
 from fedsim import engine
 from fedsim.scenario import load_scenario
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="scenarios/quickstart.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="scenario override, as for fedsim run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_scenario_args(__doc__.splitlines()[0], threads=2)
     cfgs = {t: load_scenario(args.scenario, [*args.overrides, f"compute.trainer={t}"]).runs[0]
             for t in ("sequential", "batched")}
     engine.get_dataset(cfgs["batched"])  # decode the data once before timing

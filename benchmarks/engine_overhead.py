@@ -16,12 +16,13 @@ does not select clients).
 
 from __future__ import annotations
 
-import argparse
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from scenario_args import parse_scenario_args
 
 from fedsim import engine
 from fedsim.config import RunConfig
@@ -86,19 +87,14 @@ def fedsim_run(cfg: RunConfig) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="scenarios/quickstart.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="scenario override, as for fedsim run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_scenario_args(__doc__.splitlines()[0], threads=1)
     cfg = load_scenario(args.scenario, args.overrides).runs[0]
     if (cfg.clients_per_round() != cfg.data.num_clients or cfg.selection.overcommit != 1
             or cfg.availability.p_dropout or cfg.availability.p_unavailable
             or cfg.codec.kind != "identity" or cfg.encryption.kind != "none"):
-        parser.error("the bare loop covers full participation, fp32 updates, no encryption only")
+        print(f"{args.scenario}: the bare loop covers full participation, fp32 updates, no "
+              "encryption only", file=sys.stderr)
+        raise SystemExit(2)
     engine.get_dataset(cfg)  # decode the dataset once (cached in-process) before timing
     runners = {"fedsim": fedsim_run, "bare": bare_fedavg}
     wall: dict[str, list[float]] = {k: [] for k in runners}

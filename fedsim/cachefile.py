@@ -1,4 +1,8 @@
-"""Cache files that are checked before use: a versioned header, the owner's key and a SHA-256.
+"""Files written atomically, and cache files that are checked before use.
+
+:func:`write_file_atomic` is fedsim's one way to write a file (output tables, caches,
+checkpoints; whole output folders are swapped in by :func:`fedsim.outdir.publish`). A cache
+file has a versioned header, the owner's key and a SHA-256.
 
 Layout: the line ``fedsim-cache`` then one JSON line ``{"version", "kind", "key", "nbytes",
 "sha256"}``, then ``nbytes`` payload bytes. :func:`read_cache` returns the payload only when
@@ -14,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 MAGIC = b"fedsim-cache\n"
@@ -43,20 +47,30 @@ def write_cache(path: Path, kind: str, key: str, payload: bytes) -> bool:
     """Write the payload atomically; False (with one warning) where the folder is not writable."""
     header = {"version": VERSION, "kind": kind, "key": key, "nbytes": len(payload),
               "sha256": hashlib.sha256(payload).hexdigest()}
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
-        os.replace(tmp, path)
+        write_file_atomic(path, lambda tmp: tmp.write_bytes(
+            MAGIC + json.dumps(header).encode() + b"\n" + payload))
         return True
     except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
         log.warning("cannot write cache %s (%s); using the data in memory only", path,
                     exc.strerror or exc)
         return False
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write one file via ``write(tmp)`` and rename it over ``path`` (never half-written).
+
+    ``tmp`` is a hidden name beside ``path``, unique per call (concurrent writers of one path
+    never share it); any exception, an OSError included, removes it and propagates.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _problem(blob: bytes, kind: str, key: str) -> str:

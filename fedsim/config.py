@@ -257,6 +257,20 @@ class NetworkConfig(Strict):
     key_agent: KeyAgentLinksConfig = KeyAgentLinksConfig()
 
 
+#: Named device profiles: sustained training throughput in FLOP/s. These are fedsim's own
+#: round numbers for effective (not peak) PyTorch training speed, meant as orders of magnitude.
+DEVICE_PROFILES: dict[str, float] = {
+    "microcontroller": 1e8,
+    "raspberry_pi_4": 5e9,
+    "phone_lowend": 5e9,
+    "phone_midrange": 2e10,
+    "phone_flagship": 1e11,
+    "laptop_cpu": 2e11,
+    "workstation_gpu": 1e13,
+    "datacenter_gpu": 5e13,
+}
+
+
 class ComputeConfig(Strict):
     """Simulated compute time: counted FLOPs / device speed, or scaled host time."""
 
@@ -286,8 +300,6 @@ class ComputeConfig(Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str | None) -> str | None:
-        from fedsim.devices import DEVICE_PROFILES  # lazy: fedsim.devices imports this module
-
         if device is not None and device not in DEVICE_PROFILES:
             raise ValueError(f"unknown device profile; known: {', '.join(DEVICE_PROFILES)}")
         return device

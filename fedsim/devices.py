@@ -1,23 +1,18 @@
-"""Per-client draws of device speed and link parameters from the scenario's distributions."""
+"""Per-client draws of device speed and link parameters from the scenario's distributions
+(named device profiles: :data:`fedsim.config.DEVICE_PROFILES`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fedsim.config import LOGNORMAL_CLIP_SIGMAS, Choice, Fixed, LogNormal, Uniform
-
-#: Named device profiles: sustained training throughput in FLOP/s. These are fedsim's own
-#: round numbers for effective (not peak) PyTorch training speed, meant as orders of magnitude.
-DEVICE_PROFILES: dict[str, float] = {
-    "microcontroller": 1e8,
-    "raspberry_pi_4": 5e9,
-    "phone_lowend": 5e9,
-    "phone_midrange": 2e10,
-    "phone_flagship": 1e11,
-    "laptop_cpu": 2e11,
-    "workstation_gpu": 1e13,
-    "datacenter_gpu": 5e13,
-}
+from fedsim.config import (
+    DEVICE_PROFILES,
+    LOGNORMAL_CLIP_SIGMAS,
+    Choice,
+    Fixed,
+    LogNormal,
+    Uniform,
+)
 
 
 def draw(spec: float | Fixed | Uniform | LogNormal | Choice, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,12 +2,17 @@
 
 The plain domain concatenates float tensors; KeyNet's domain encrypts. The server only ever
 handles flat vectors and averages them, which is correct in any domain that is linear.
+:class:`EncryptionSetup` is what an encryption scheme hands a run: who holds which domain, and
+what the key agent sends (built by :func:`fedsim.encryption.make_encryption`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -66,3 +71,29 @@ class PlainDomain(WeightDomain):
             raise ValueError(f"wire vector has {flat.numel()} values, expected {self.numel}")
         parts = torch.split(flat, self._sizes)
         return OrderedDict((k, p.reshape(s)) for k, p, s in zip(self._names, parts, self._shapes))
+
+
+@dataclass(frozen=True)
+class EncryptionSetup:
+    """How an encryption scheme plugs into a run.
+
+    ``client_domain`` is the domain clients start with (None: they must fetch keys first, through
+    ``domain_from_key(key payload, init_broadcast payload or None)``); ``key_payload`` is what the
+    key agent sends each client (None: no key agent traffic); ``eval_domain`` decodes the
+    server's wire vector for the harness's evaluation (outside the protocol: the server never
+    holds it). ``init_broadcast`` is a plaintext initial model the server sends every client once
+    (``init_plain``); ``quantize_plaintext`` makes clients run a lossy codec on the plaintext
+    update and send its encrypted dequantization as fp32; ``info`` goes to run_info;
+    ``layout_payload`` is the encrypted model's public structure (``keynet_layout``), sent by
+    the key agent to the server once at set-up.
+    """
+
+    client_domain: WeightDomain | None
+    domain_from_key: Callable[[bytes, bytes | None], WeightDomain] | None
+    key_payload: Callable[[str], bytes] | None
+    eval_domain: WeightDomain
+    init_by_client: bool
+    init_broadcast: bytes | None = None
+    quantize_plaintext: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    layout_payload: bytes | None = None  # the key-dependent structure the key agent publishes

@@ -104,18 +104,6 @@ def forward_flops_per_sample(model: nn.Module, input_shape: tuple[int, int, int]
 
 
 def train_flops_per_sample(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
-    """Forward + backward FLOPs for one training sample (optimizer step excluded).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Not modified (a deep copy is measured).
-    input_shape : tuple of int
-        One sample's shape (C, H, W).
-
-    Returns
-    -------
-    float
-        FLOPs (1 multiply-add = 2 FLOPs) per sample, grouped-conv backward corrected.
-    """
+    """Forward + backward FLOPs for one training sample (optimizer step excluded), with the
+    grouped-conv backward corrected; arguments and units as :func:`forward_flops_per_sample`."""
     return _count(model, input_shape)[1]

@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedsim.cachefile import write_file_atomic
+
 MARKER = "fedsim-output.json"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -112,17 +114,6 @@ def recover(out: Path) -> None:
     for _, path in litter:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write one file via ``write(tmp)`` and rename it over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _prefix(out: Path, tag: str) -> str:

@@ -84,11 +84,16 @@ class Scenario:
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     """Read, override (``key.path=value`` strings) and validate a scenario file."""
-    src = str(path)
-    doc = read_yaml(src)
+    return build_scenario(load_document(path, overrides), str(path))
+
+
+def load_document(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A scenario file as a parsed mapping with its ``--set`` overrides applied (not validated):
+    what :func:`load_scenario` and :func:`fedsim.sweep.load_sweep` build from."""
+    doc = read_yaml(str(path))
     for item in overrides or []:
         apply_override(doc, item)
-    return build_scenario(doc, src)
+    return doc
 
 
 def read_yaml(src: str) -> dict[str, Any]:
@@ -250,8 +255,8 @@ def _describe(exc: ValidationError, src: str, merged: dict, override: dict, sche
         path.append(err["ctx"]["discriminator"].strip("'"))
     dotted = ".".join(str(p) for p in path) or "(top level)"
     parent = path[:-1]  # a missing key is the scheme's fault if the scheme supplied its section
-    if _has_path(override, path) or (err["type"] in ("missing", "union_tag_not_found")
-                                     and _has_path(override, parent)
+    if has_path(override, path) or (err["type"] in ("missing", "union_tag_not_found")
+                                     and has_path(override, parent)
                                      and _node(override, parent) == _node(merged, parent)):
         dotted = f"schemes.{scheme}.{dotted}"
     msg = err["msg"]
@@ -287,7 +292,8 @@ def _node(doc: Any, path: list) -> Any:
     return doc
 
 
-def _has_path(doc: Any, path: list) -> bool:
+def has_path(doc: Any, path: list) -> bool:
+    """Whether the nested mappings of ``doc`` hold the (non-empty) key path ``path``."""
     node = doc
     for part in path:
         if isinstance(node, dict) and part in node:

@@ -110,6 +110,27 @@ def test_exception_while_filling_keeps_old_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_one_atomic_file_writer_for_tables_and_caches(tmp_path, caplog):
+    """cachefile.write_file_atomic is fedsim's one file writer: a failed write keeps the old file
+    and leaves no litter; cache files use it too (and warn instead of raising)."""
+    from fedsim.cachefile import read_cache, write_cache, write_file_atomic
+
+    path = tmp_path / "t.csv"
+    write_file_atomic(path, lambda p: p.write_text("old"))
+
+    def broken(p: Path) -> None:
+        p.write_text("half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        write_file_atomic(path, broken)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+    assert write_cache(tmp_path / "c" / "x.cache", "k", "key", b"payload")
+    assert read_cache(tmp_path / "c" / "x.cache", "k", "key") == b"payload"
+    (tmp_path / "file").write_text("")
+    assert not write_cache(tmp_path / "file" / "x.cache", "k", "key", b"payload")
+    assert "cannot write cache" in caplog.text
+
+
 def test_fallback_swap_and_recovery_after_kill_between_renames(tmp_path, monkeypatch):
     out = publish(tmp_path / "out", lambda d: (d / "v").write_text("1"), kind="run")
 

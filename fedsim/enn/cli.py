@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedsim.config import RunConfig
 from fedsim.scenario import ScenarioError, read_yaml
 
 
@@ -38,7 +39,9 @@ class Setting(_Strict):
 
 
 class FidelitySpec(_Strict):
-    """Real updates (see :class:`fedsim.enn.fidelity.UpdateSource`) and the ratios to score."""
+    """Real updates (:func:`fedsim.enn.fidelity.collect_updates` of ``rounds`` FedAvg rounds: the
+    models on the dataset split among ``num_clients`` clients, ``classes_per_client`` classes each
+    or i.i.d. when null, local SGD) and the ratios to score."""
 
     models: Annotated[list[Literal["lenet5", "small_cnn"]], Field(min_length=1)]
     ratios: Annotated[list[Annotated[int, Field(ge=2)]], Field(min_length=1)]
@@ -52,6 +55,17 @@ class FidelitySpec(_Strict):
     batch_size: Annotated[int, Field(ge=1)] = 10
     lr: Annotated[float, Field(gt=0)] = 0.05
     seed: int = 0
+
+    def run_config(self, model: str, slots: int) -> RunConfig:
+        """The run whose real updates are scored: ``model`` trained by ``slots`` clients a round."""
+        part = ({"kind": "iid"} if self.classes_per_client is None else
+                {"kind": "classes_per_client", "classes_per_client": self.classes_per_client})
+        return RunConfig.model_validate({
+            "seed": self.seed, "model": {"kind": model},
+            "data": {"dataset": self.dataset, "num_clients": self.num_clients, "partition": part},
+            "training": {"local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                         "lr": self.lr},
+            "selection": {"clients_per_round": slots}})
 
 
 class TableSpec(_Strict):
@@ -116,20 +130,11 @@ def mse_table(spec: TableSpec, base, log=print) -> pd.DataFrame:
 def fidelity_tables(spec: FidelitySpec, base, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-round and summary fidelity of decoded real-update averages, per model and ratio."""
     from fedsim.codecs.enn import EnnCodec
-    from fedsim.enn.fidelity import (
-        UpdateSource,
-        calibrated_scale,
-        collect_updates,
-        fidelity_rows,
-        summarize,
-    )
+    from fedsim.enn.fidelity import calibrated_scale, collect_updates, fidelity_rows, summarize
 
     frames = []
     for model in spec.models:
-        src = UpdateSource(model, spec.dataset, spec.num_clients, spec.classes_per_client,
-                           base.slots, spec.rounds, spec.local_epochs, spec.batch_size, spec.lr,
-                           spec.seed)
-        updates = collect_updates(src)
+        updates = collect_updates(spec.run_config(model, base.slots), spec.rounds)
         scale = calibrated_scale(updates[0], base.sample_var)
         log(f"  {model}: {updates[0].shape[1]} params, {len(updates)} rounds, common scale {scale:.4g}")
         fields = {**dataclasses.asdict(base), "scheme": spec.scheme,

