@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("transforms", ("fedsim.domain", "fedsim.codecs", "fedsim.keynet", "fedsim.enn",
                     "fedsim.attacks")),
     ("SimPy processes", ("fedsim.network", "fedsim.nodes", "fedsim.recorder")),
-    ("harness", ("fedsim.engine", "fedsim.encryption", "fedsim.keynet.setup",
+    ("harness", ("fedsim.engine", "fedsim.hooks", "fedsim.encryption", "fedsim.keynet.setup",
                  "fedsim.attacks.attacker", "fedsim.checkpoint", "fedsim.results",
                  "fedsim.enn.fidelity")),
     ("front ends", ("fedsim.scenario", "fedsim.cli", "fedsim.sweep", "fedsim.attacks.cli",
