@@ -25,13 +25,14 @@ from fedsim.encryption import EncryptionSetup, make_encryption
 from fedsim.flops import train_flops_per_sample
 from fedsim.models import build_model
 from fedsim.network import Link, Network
-from fedsim.nodes.availability import Availability
+from fedsim.nodes.availability import make_availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
+from fedsim.privacy import central_noise, epsilon_column, private_codec
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
 from fedsim.trainers import (
@@ -139,15 +140,17 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     network = Network(env)
     recorder = Recorder()
     network.subscribe(recorder.on_arrival)
+    network.subscribe_aborted(recorder.on_abort)
     router = Router(env, network)
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
-    codec = make_codec(cfg.codec, slots=m, model=model)
+    plain_codec = make_codec(cfg.codec, slots=m, model=model)  # the harness decodes with it
+    codec = private_codec(cfg.privacy, plain_codec)  # clients clip (and noise) before encoding
     crypto = make_encryption(cfg.encryption, model, input_shape, initial_state)
     pre_codec = None
     if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):
         pre_codec, codec = codec, IdentityCodec()  # quantize plaintext, send it encrypted as fp32
-    availability = Availability(cfg.seed, cfg.availability.p_unavailable, cfg.availability.p_dropout)
+    availability = make_availability(cfg.availability, cfg.seed, n, lambda: env.now)
 
     net = cfg.network
     ingress = Link("server:ingress", net.server.ingress_bps, net.server.latency_s)
@@ -167,7 +170,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     if cfg.attack is not None:
         from fedsim.attacks.attacker import AttackHarness
 
-        harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
+        harness = AttackHarness(cfg, network, data, parts, model, plain_codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
     jobs: dict[int, ClientJob] = {}
@@ -191,12 +194,14 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     settings = ServerSettings(cfg.rounds, m, cfg.selection.overcommit, cfg.selection.deadline_s,
                               cfg.selection.weighting, cfg.time_budget_s,
                               seed_for(cfg.seed, "server", "selection"))
+    dp_server = central_noise(cfg)
     server = Server(env, router, server_inbox, codec, settings,
                     {cid: len(parts[cid]) for cid in range(n)}, availability, recorder,
                     None if crypto.init_by_client else crypto.eval_domain.to_wire(initial_state),
                     crypto.eval_domain.numel, init_broadcast=crypto.init_broadcast,
                     # eager: the server reaches only the trainer, never the clients' key material
-                    on_dispatch=trainer.cohort if eager else population.dispatch)
+                    on_dispatch=trainer.cohort if eager else population.dispatch,
+                    release=dp_server.release if dp_server is not None else None)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
         env.process(KeyAgent(env, router, ka_inbox, crypto.key_payload,
@@ -295,6 +300,9 @@ def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, part
             for s, r, c in zip(clients["status"], clients["round"], clients["client"])]
         clients = clients.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
     clients = clients.assign(**ident)
+    if cfg.privacy is not None:
+        rounds["dp_epsilon"] = epsilon_column(cfg, rounds, clients)
+        info["dp_epsilon"] = float(rounds["dp_epsilon"].iloc[-1])
     messages = recorder.messages_frame().assign(**ident)
     hist = class_histogram(data.y_train.numpy(), parts, data.num_classes).assign(**ident)
     return RunResult(cfg, rounds, clients, messages, hist, info, attacks[0], attacks[1])

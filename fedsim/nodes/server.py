@@ -51,7 +51,8 @@ class Server:
                  settings: ServerSettings, sample_counts: dict[int, int], availability: Availability,
                  recorder: Recorder, initial: torch.Tensor | None, numel: int,
                  init_broadcast: bytes | None = None,
-                 on_dispatch: Callable[[int, list[int]], None] | None = None):
+                 on_dispatch: Callable[[int, list[int]], None] | None = None,
+                 release: Callable[[int, torch.Tensor, int], torch.Tensor] | None = None):
         self.env, self.router, self.inbox, self.codec = env, router, inbox, codec
         self.settings, self.sample_counts = settings, sample_counts
         self.availability, self.recorder = availability, recorder
@@ -65,6 +66,8 @@ class Server:
         self._init_broadcast = init_broadcast  # plaintext initial model every client gets once
         # engine hook: called with (round, selected clients in slot order) before the broadcast
         self._on_dispatch = on_dispatch
+        # DP-FedAvg: (round, decoded mean, n updates) -> the noised update (fedsim.privacy)
+        self._release = release
         self.diverged_round: int | None = None  # first round whose global model is not finite
         self.first_round = 1  # > 1 when resumed from a checkpoint (set-up already done)
 
@@ -145,6 +148,8 @@ class Server:
             weights = [w / sum(raw) for w in raw]
             delta = self.codec.aggregate([msg.payload for msg in accepted], weights,
                                          list(range(len(accepted))), numel=self.numel)
+            if self._release is not None:
+                delta = self._release(rnd, delta, len(accepted))
             self.global_wire = self.global_wire + delta
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
