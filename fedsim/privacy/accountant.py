@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dp_accounting
-from dp_accounting.rdp import RdpAccountant
-
 #: Renyi orders the accountant optimises over. Integer orders only: fractional orders below 2
 #: are slow for subsampled Gaussians and fail to converge at some (q, z); epsilon stays a valid
 #: upper bound, a little looser at very large epsilon.
@@ -21,6 +18,9 @@ def epsilon_by_round(releases: Sequence[int], *, noise_multiplier: float, sampli
     probability ``sampling_prob``; 1 for none) one individual has been exposed to by then.
     Neighbouring datasets differ by adding or removing one client. ``inf`` when z is 0.
     """
+    import dp_accounting  # a heavy import (absl, dm-tree): only runs with privacy pay for it
+    from dp_accounting.rdp import RdpAccountant
+
     cache: dict[int, float] = {0: 0.0}
     event: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
     if sampling_prob < 1:
