@@ -212,11 +212,35 @@ class AggregationConfig(Strict):
     server_lr: PosFloat = 1.0  # async: global step size on the buffered mean
 
 
+class DiurnalConfig(Strict):
+    """A generated day/night pattern (fedsim/nodes/traces.py): every ``period_s`` simulated
+    seconds each client is online for one session of ``online_fraction * period_s`` seconds,
+    starting at a phase drawn uniformly per client from the run seed."""
+
+    period_s: PosFloat
+    online_fraction: Annotated[Float, Field(gt=0, le=1)]
+
+
 class AvailabilityConfig(Strict):
-    """Per-round probabilities that a selected client is unreachable, or drops out mid-round."""
+    """When clients can take part.
+
+    ``p_unavailable``/``p_dropout``: per-round probabilities that a client is unreachable at
+    selection, or drops out after training. ``trace`` (a YAML/JSON file of per-client online
+    intervals, docs/schemes.md) or ``diurnal`` (a generated pattern): a client offline at a
+    round's start is never selected, and one whose session ends mid-round drops out (an upload
+    in flight is aborted; its bytes sent so far are counted).
+    """
 
     p_unavailable: Prob = 0.0
     p_dropout: Prob = 0.0
+    trace: str | None = None
+    diurnal: DiurnalConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> AvailabilityConfig:
+        if self.trace is not None and self.diurnal is not None:
+            raise ValueError("set at most one of trace and diurnal")
+        return self
 
 
 class ClientLinksConfig(Strict):
@@ -421,6 +445,23 @@ EncryptionConfig = Annotated[
 ]
 
 
+# -- differential privacy -------------------------------------------------------------------------
+class PrivacyConfig(Strict):
+    """Differential privacy (docs/schemes.md, section dp; fedsim/privacy/).
+
+    Every client clips its update to L2 norm ``clip_norm`` (C) before encoding. ``dp_fedavg``
+    (McMahan et al. 2018): the server adds N(0, (z C)^2) per coordinate to the sum of the
+    clipped updates and divides by the expected number of clients per round.
+    ``local_dp``: each client adds N(0, (z C)^2) to its own clipped update before uploading.
+    ``delta``: the delta at which epsilon is reported (RDP accountant of ``dp-accounting``).
+    """
+
+    kind: Literal["dp_fedavg", "local_dp"]
+    noise_multiplier: Annotated[Float, Field(ge=0)]  # z; 0 clips only (epsilon is infinite)
+    clip_norm: PosFloat  # C, L2 norm in wire (plaintext) units
+    delta: Annotated[Float, Field(gt=0, lt=1)] = 1e-5
+
+
 # -- attacks -------------------------------------------------------------------------------------
 class EavesdropperConfig(Strict):
     """Sees every message that crosses one of ``links`` (e.g. ``client/0:up``, ``server:ingress``)."""
@@ -529,6 +570,7 @@ class RunConfig(Strict):
     codec: CodecConfig = IdentityCodecConfig()
     encryption: EncryptionConfig = NoEncryptionConfig()
     attack: AttackConfig | None = None
+    privacy: PrivacyConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -557,6 +599,8 @@ class RunConfig(Strict):
         if self.model.width_mult != 1.0 and self.model.kind != "mobilenet_v2":
             raise ValueError(f"model.width_mult is only supported by mobilenet_v2, not "
                              f"{self.model.kind!r}")
+        if self.privacy is not None:
+            self._check_privacy(self.privacy)
         if self.attack is not None:
             self.attack.check_targets(self)
         return self
@@ -567,7 +611,9 @@ class RunConfig(Strict):
             ("codec 'enn' (its decoder takes one code per slot, unweighted)",
              isinstance(self.codec, EnnCodecConfig)),
             ("selection.overcommit", sel.overcommit != 1.0),
-            ("selection.deadline_s", sel.deadline_s is not None)) if bad]
+            ("selection.deadline_s", sel.deadline_s is not None),
+            ("privacy 'dp_fedavg' (its accounting counts synchronous rounds)",
+             self.privacy is not None and self.privacy.kind == "dp_fedavg")) if bad]
         if why:
             raise ValueError(f"aggregation.mode async cannot be combined with {why[0]}")
         if self.concurrency() > self.data.num_clients:
@@ -580,6 +626,22 @@ class RunConfig(Strict):
     def concurrency(self) -> int:
         """Clients training at once in async mode (default: clients per round)."""
         return self.aggregation.concurrency or self.clients_per_round()
+
+    def _check_privacy(self, p: PrivacyConfig) -> None:
+        """Refuse the combinations whose clipping or noise would not mean what it says."""
+        if isinstance(self.encryption, KeyNetConfig):
+            raise ValueError(f"privacy {p.kind!r} cannot be combined with KeyNet encryption: "  # noqa: TRY004
+                             "clipping and noise act on plaintext L2 norms, the wire carries "
+                             "ciphertext")
+        if p.kind == "dp_fedavg" and isinstance(self.codec, EnnCodecConfig):
+            raise ValueError("privacy 'dp_fedavg' cannot be combined with codec 'enn': its "
+                             "non-linear decoder does not keep one client's effect on the "
+                             "aggregate within clip_norm (local_dp works: encoding is "
+                             "post-processing)")
+        if p.kind == "dp_fedavg" and self.selection.weighting != "uniform":
+            raise ValueError("privacy 'dp_fedavg' needs selection.weighting: uniform (every "
+                             "clipped update counts once, so one client moves the sum by at "
+                             "most clip_norm)")
 
     def clients_per_round(self) -> int:
         """m = max(ceil(C K), 1), or ``clients_per_round`` when set."""

@@ -28,7 +28,7 @@ from fedsim.hooks import EngineHooks
 from fedsim.models import build_model
 from fedsim.network import Link, Network
 from fedsim.nodes.async_server import AsyncServer
-from fedsim.nodes.availability import Availability
+from fedsim.nodes.availability import make_availability
 from fedsim.nodes.client import Client, ComputeModel
 from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.policy import AveragingPolicy, FedBuffPolicy
@@ -36,6 +36,7 @@ from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
 from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
+from fedsim.privacy import central_noise, epsilon_column, private_codec
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
 from fedsim.trainers import (
@@ -147,15 +148,17 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     network.subscribe(recorder.on_arrival)
     if hooks.on_message is not None:
         network.subscribe(lambda msg, *_: hooks.on_message(msg))
+    network.subscribe_aborted(recorder.on_abort)
     router = Router(env, network)
     n = cfg.data.num_clients
     m = cfg.clients_per_round()
-    codec = make_codec(cfg.codec, slots=m, model=model)
+    plain_codec = make_codec(cfg.codec, slots=m, model=model)  # the harness decodes with it
+    codec = private_codec(cfg.privacy, plain_codec)  # clients clip (and noise) before encoding
     crypto = make_encryption(cfg.encryption, model, input_shape, initial_state)
     pre_codec = None
     if crypto.quantize_plaintext and not isinstance(codec, IdentityCodec):
         pre_codec, codec = codec, IdentityCodec()  # quantize plaintext, send it encrypted as fp32
-    availability = Availability(cfg.seed, cfg.availability.p_unavailable, cfg.availability.p_dropout)
+    availability = make_availability(cfg.availability, cfg.seed, n, lambda: env.now)
 
     net = cfg.network
     ingress = Link("server:ingress", net.server.ingress_bps, net.server.latency_s)
@@ -175,7 +178,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     if cfg.attack is not None:
         from fedsim.attacks.attacker import AttackHarness
 
-        harness = AttackHarness(cfg, network, data, parts, model, codec, crypto)
+        harness = AttackHarness(cfg, network, data, parts, model, plain_codec, crypto)
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
     jobs: dict[int, ClientJob] = {}
@@ -216,9 +219,11 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
             concurrency=cfg.concurrency(), buffer_size=agg.buffer_size,
             on_dispatch=None if eager else lambda rnd, cids: population.build(cids))
     else:
+        dp_server = central_noise(cfg)
         policy = AveragingPolicy(codec, clients_per_round=m, overcommit=cfg.selection.overcommit,
                                  weighting=cfg.selection.weighting, sample_counts=sample_counts,
-                                 numel=crypto.eval_domain.numel, selection_seed=selection_seed)
+                                 numel=crypto.eval_domain.numel, selection_seed=selection_seed,
+                                 release=dp_server.release if dp_server is not None else None)
         server = Server(env, router, server_inbox, codec, policy, settings, list(range(n)),
                         availability, recorder, initial, init_broadcast=crypto.init_broadcast,
                         # eager: the server reaches only the trainer, never the clients' key material
@@ -366,6 +371,9 @@ def _tables(cfg: RunConfig, recorder: Recorder, evals: dict, data: Dataset, part
         clients["applied_round"] = pd.array(applied, dtype="Int64")
         clients["staleness"] = clients["applied_round"] - clients["round"]
     clients = clients.assign(**ident)
+    if cfg.privacy is not None:
+        rounds["dp_epsilon"] = epsilon_column(cfg, rounds, clients)
+        info["dp_epsilon"] = float(rounds["dp_epsilon"].iloc[-1])
     messages = recorder.messages_frame().assign(**ident)
     hist = class_histogram(data.y_train.numpy(), parts, data.num_classes).assign(**ident)
     return RunResult(cfg, rounds, clients, messages, hist, info, attacks[0], attacks[1])

@@ -104,10 +104,17 @@ class Network:
         self._last_update = 0.0
         self._wakeup: simpy.Event | None = None
         self._observers: list[Callable[[Message, tuple[Link, ...], float, float], None]] = []
+        self._abort_observers: list[Callable[[Message, tuple[Link, ...], float, float, int],
+                                             None]] = []
 
     def subscribe(self, callback: Callable[[Message, tuple[Link, ...], float, float], None]) -> None:
         """Call ``callback`` for every message that arrives."""
         self._observers.append(callback)
+
+    def subscribe_aborted(self, callback: Callable[[Message, tuple[Link, ...], float, float, int],
+                                                   None]) -> None:
+        """Call ``callback(message, path, t_send, t_abort, nbytes_sent)`` for every aborted flow."""
+        self._abort_observers.append(callback)
 
     def send(self, message: Message, path: Sequence[Link]) -> simpy.Event:
         """Start sending ``message`` along ``path``; the returned event fires at arrival with the message."""
@@ -119,11 +126,22 @@ class Network:
         self._reschedule()
         return done
 
-    def cancel(self, event: simpy.Event) -> None:
-        """Abort the flow whose arrival event is ``event`` (no-op if it already finished)."""
+    def cancel(self, event: simpy.Event) -> int | None:
+        """Abort the flow whose arrival event is ``event``; returns the whole bytes it had sent.
+
+        None (and nothing changes) if its last byte has already left: it will still arrive.
+        Aborted flows never arrive; ``subscribe_aborted`` observers hear of them.
+        """
         self._advance()
-        self._flows = [f for f in self._flows if f.done is not event]
+        flow = next((f for f in self._flows if f.done is event), None)
+        if flow is None or flow.remaining_bytes <= _EPS_BYTES:
+            return None
+        self._flows.remove(flow)
         self._reschedule()
+        sent = max(math.floor(flow.message.nbytes - flow.remaining_bytes + _EPS_BYTES), 0)
+        for observer in self._abort_observers:
+            observer(flow.message, flow.path, flow.t_send, self.env.now, sent)
+        return sent
 
     # -- internals -------------------------------------------------------------------------
     def _advance(self) -> None:

@@ -45,15 +45,25 @@ class Recorder:
         """Network observer: one row per delivered message."""
         self.messages.append({
             "round": msg.round, "t_send": t_send, "t_arrive": t_arrive, "src": msg.src,
-            "dst": msg.dst, "kind": msg.kind, "bytes": msg.nbytes,
+            "dst": msg.dst, "kind": msg.kind, "bytes": msg.nbytes, "status": "delivered",
+        })
+
+    def on_abort(self, msg: Message, path: tuple[Link, ...], t_send: float, t_abort: float,
+                 nbytes_sent: int) -> None:
+        """Network observer: one row per aborted message, with the bytes it had sent
+        (``t_arrive`` holds the time of the abort)."""
+        self.messages.append({
+            "round": msg.round, "t_send": t_send, "t_arrive": t_abort, "src": msg.src,
+            "dst": msg.dst, "kind": msg.kind, "bytes": nbytes_sent, "status": "aborted",
         })
 
     def messages_frame(self) -> pd.DataFrame:
-        cols = ["round", "t_send", "t_arrive", "src", "dst", "kind", "bytes"]
+        cols = ["round", "t_send", "t_arrive", "src", "dst", "kind", "bytes", "status"]
         return pd.DataFrame(self.messages, columns=cols)
 
     def bytes_by_round(self) -> pd.DataFrame:
-        """Bytes per round and column (bytes_down, bytes_up, bytes_keys), from delivered messages."""
+        """Bytes per round and column (bytes_down, bytes_up, bytes_keys): delivered messages and
+        the bytes aborted ones had sent."""
         msgs = self.messages_frame()
         msgs["column"] = msgs["kind"].map(BYTES_COLUMN)
         table = msgs.pivot_table(index="round", columns="column", values="bytes", aggfunc="sum",

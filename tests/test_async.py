@@ -37,11 +37,11 @@ def test_fedbuff_step_is_discounted_weighted_sum_in_canonical_order():
     u = {c: torch.arange(4, dtype=torch.float32) * (c + 1) for c in counts}
     buf = [BufferedUpdate(1, c, pack_vector(u[c]), tau) for c, tau in [(2, 0), (0, 3), (1, 1)]]
     x = torch.ones(4)
-    got = policy.aggregate(x, buf)
+    got = policy.aggregate(1, x, buf)
     want = x + 2.0 * sum(counts[b.client] / 100 * (1 + b.staleness) ** -0.5 * u[b.client]
                          for b in buf)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    assert torch.equal(policy.aggregate(x, buf[::-1]), got)
+    assert torch.equal(policy.aggregate(1, x, buf[::-1]), got)
 
 
 def test_async_run_keeps_concurrency_and_records_staleness():

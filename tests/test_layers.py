@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                              "fedsim.cachefile", "fedsim.outdir")),
     ("learning", ("fedsim.data", "fedsim.models", "fedsim.flops", "fedsim.training",
                   "fedsim.placement", "fedsim.trainers")),
-    ("transforms", ("fedsim.domain", "fedsim.codecs", "fedsim.keynet", "fedsim.enn",
+    ("transforms", ("fedsim.domain", "fedsim.codecs", "fedsim.keynet", "fedsim.enn", "fedsim.privacy",
                     "fedsim.attacks")),
     ("SimPy processes", ("fedsim.network", "fedsim.nodes", "fedsim.recorder")),
     ("harness", ("fedsim.engine", "fedsim.hooks", "fedsim.encryption", "fedsim.keynet.setup",

@@ -91,3 +91,34 @@ def test_cancelled_flow_frees_capacity():
 def test_invalid_link_rejected():
     with pytest.raises(ValueError, match="bandwidth_bps must be > 0"):
         Link("x", 0)
+
+
+def test_cancel_reports_the_bytes_sent_and_frees_the_link():
+    env = simpy.Environment()
+    net = Network(env)
+    link = Link("a:up", 8000, 0.5)  # 1000 B/s
+    aborted, log = [], {}
+    net.subscribe_aborted(lambda m, p, t0, t1, sent: aborted.append((m.src, t0, t1, sent)))
+    first = net.send(Message("update_up", "a", "server", 1, bytes(1000)), [link])
+    env.process(_upload(env, net, "b", 1000, [link], log))  # shares the link until the abort
+
+    def abort():
+        yield env.timeout(0.5)
+        assert net.cancel(first) == 250  # 0.5 s at half the link
+    env.process(abort())
+    env.run()
+    assert aborted == [("a", 0.0, 0.5, 250)]
+    assert not first.triggered
+    # b: 250 B in the first 0.5 s, then the whole link for its last 750 B, then latency
+    assert log["b"] == pytest.approx(0.5 + 0.75 + 0.5)
+
+
+def test_cancel_after_the_last_byte_left_lets_the_message_arrive():
+    env = simpy.Environment()
+    net = Network(env)
+    arrival = net.send(Message("update_up", "a", "server", 1, bytes(1000)),
+                       [Link("a:up", 8000, 0.5)])
+    env.run(until=1.2)  # transmitted at 1.0, propagating until 1.5
+    assert net.cancel(arrival) is None
+    env.run()
+    assert arrival.triggered and env.now == pytest.approx(1.5)

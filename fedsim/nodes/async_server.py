@@ -94,7 +94,7 @@ class AsyncServer(Server):
         if buffer:
             self.recorder.aggregated.update((u.round, u.client) for u in buffer)
             self.recorder.applied.update({(u.round, u.client): rnd for u in buffer})
-            self.global_wire = self.policy.aggregate(self.global_wire, buffer)
+            self.global_wire = self.policy.aggregate(rnd, self.global_wire, buffer)
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
         self._finish_round(rnd, period.t_start, period.h_start, period.dispatched, len(buffer),

@@ -102,14 +102,24 @@ class Client:
             crypto_s = (self.compute.seconds(crypto_flops, work.host_crypto_s)
                         if crypto_flops else 0.0)
         row.update(compute_s=compute_s, crypto_s=crypto_s, samples=samples, steps=steps)
-        yield self.env.timeout(compute_s + crypto_s)
-        if self.availability.drops_out(self.cid, rnd):
+        t_off = self.availability.online_until(self.cid)  # its session's end (inf: none)
+        yield self.env.timeout(min(compute_s + crypto_s, max(t_off - self.env.now, 0.0)))
+        if self.env.now >= t_off or self.availability.drops_out(self.cid, rnd):
             self.router.signal(Message("dropout", self.name, "server", rnd, b""))
             self.recorder.clients.append({**row, "status": "dropout", "upload_s": float("nan"),
                                           "bytes_up": 0})
             return
         t_up = self.env.now
-        yield self.router.send(Message("update_up", self.name, "server", rnd, payload))
+        upload = self.router.send(Message("update_up", self.name, "server", rnd, payload))
+        yield upload if t_off == float("inf") else upload | self.env.timeout(t_off - t_up)
+        sent = None if upload.triggered else self.router.cancel(upload)  # offline mid-upload
+        if sent is not None:
+            self.router.signal(Message("dropout", self.name, "server", rnd, b""))
+            self.recorder.clients.append({**row, "status": "aborted",
+                                          "upload_s": self.env.now - t_up, "bytes_up": sent})
+            return
+        if not upload.triggered:
+            yield upload  # its last byte had left before the session ended
         self.recorder.clients.append({**row, "status": "uploaded", "upload_s": self.env.now - t_up,
                                       "bytes_up": len(payload)})
 

@@ -10,7 +10,7 @@ network change that reorders arrivals does not change a single bit of what is le
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -35,8 +35,9 @@ class ServerPolicy(Protocol):
     def select(self, rnd: int, online: Sequence[int]) -> list[int]:
         """The clients of round ``rnd`` in slot order, chosen from ``online`` (sorted ids)."""
 
-    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor:
-        """The next global model (flat wire vector) from this round's ``updates`` (any order)."""
+    def aggregate(self, rnd: int, global_wire: torch.Tensor, updates: Sequence[Update]
+                  ) -> torch.Tensor:
+        """The next global model (flat wire vector) from round ``rnd``'s ``updates`` (any order)."""
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint must keep to resume the policy (JSON-serialisable)."""
@@ -57,8 +58,9 @@ class AveragingPolicy:
 
     def __init__(self, codec: UpdateCodec, *, clients_per_round: int, overcommit: float,
                  weighting: Literal["samples", "uniform"], sample_counts: Mapping[int, int],
-                 numel: int, selection_seed: int):
-        self.codec, self.numel = codec, numel
+                 numel: int, selection_seed: int,
+                 release: Callable[[int, torch.Tensor, int], torch.Tensor] | None = None):
+        self.codec, self.numel, self.release = codec, numel, release
         self.clients_per_round, self.overcommit = clients_per_round, overcommit
         self.weighting, self.sample_counts = weighting, sample_counts
         self._rng = np.random.default_rng(selection_seed)
@@ -74,11 +76,14 @@ class AveragingPolicy:
         total = sum(raw)
         return [w / total for w in raw]
 
-    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor:
+    def aggregate(self, rnd: int, global_wire: torch.Tensor, updates: Sequence[Update]
+                  ) -> torch.Tensor:
         ordered = sorted(updates, key=lambda u: u.slot)
         delta = self.codec.aggregate([u.payload for u in ordered],
                                      self.weights([u.client for u in ordered]),
                                      [u.slot for u in ordered], numel=self.numel)
+        if self.release is not None:
+            delta = self.release(rnd, delta, len(ordered))
         return global_wire + delta
 
     def state(self) -> dict[str, Any]:
@@ -126,7 +131,8 @@ class FedBuffPolicy:
         """``s(tau)``: the weight factor of an update ``staleness`` aggregations old."""
         return (1.0 + staleness) ** -self.staleness_exponent
 
-    def aggregate(self, global_wire: torch.Tensor, updates: Sequence[BufferedUpdate]) -> torch.Tensor:
+    def aggregate(self, rnd: int, global_wire: torch.Tensor, updates: Sequence[BufferedUpdate]
+                  ) -> torch.Tensor:
         ordered = sorted(updates, key=lambda u: (u.round, u.client))
         raw = [float(self.sample_counts[u.client]) if self.weighting == "samples" else 1.0
                for u in ordered]

@@ -45,6 +45,11 @@ class Router:
         arrival.callbacks.append(lambda ev: self._inboxes[msg.dst].put(ev.value))
         return arrival
 
+    def cancel(self, arrival: simpy.Event) -> int | None:
+        """Abort the message whose arrival event is ``arrival``: the bytes it had sent, or None
+        if its last byte had already left (it will arrive)."""
+        return self.network.cancel(arrival)
+
     def signal(self, msg: Message) -> None:
         """Deliver a zero-cost control signal at once (e.g. a dropped connection), bypassing links."""
         self._inboxes[msg.dst].put(msg)

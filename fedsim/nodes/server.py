@@ -139,7 +139,7 @@ class Server:
                 self._on_accepted(rnd, cids)
             updates = [Update(slots[msg.src], c, payload_bytes(msg.payload))  # deferred: train now
                        for msg, c in zip(accepted, cids)]
-            self.global_wire = self.policy.aggregate(self.global_wire, updates)
+            self.global_wire = self.policy.aggregate(rnd, self.global_wire, updates)
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
         n_late = len(waiting) if len(accepted) < m else 0
