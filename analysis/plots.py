@@ -111,17 +111,42 @@ def time_to_target(res: Results, out: Path) -> Path | None:
 def attack_success(res: Results, out: Path) -> Path | None:
     """Reconstruction quality (PSNR in dB, SSIM) per scheme and adversary, if attacks ran."""
     a = res.attacks
-    metrics = [m for m in ("psnr", "ssim") if m in a]
+    metrics = [m for m in ("psnr_db", "ssim") if m in a]
     if not len(a) or not metrics or "adversary" not in a:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sns.barplot(a, x="scheme", y=metric, hue="adversary", ax=ax, palette="colorblind",
                     errorbar="sd")
-        ax.set_ylabel("PSNR (dB), higher = attack more successful" if metric == "psnr"
+        ax.set_ylabel("PSNR (dB), higher = attack more successful" if metric == "psnr_db"
                       else "SSIM (0-1), higher = attack more successful")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Gradient-inversion attack success (mean ± sd over attacked images)")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def privacy_tradeoff(table: pd.DataFrame, out: Path) -> Path | None:
+    """Final accuracy against the server's median attack PSNR per scheme, bubble area ~ bytes per
+    client per round (:func:`analysis.tables.privacy_table`)."""
+    psnr = next((c for c in table.columns if c.startswith("median_psnr_")), None)
+    if not len(table) or psnr is None:
+        return None
+    t = table.reset_index()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sizes = 2000 * t["bytes_per_client_round"] / t["bytes_per_client_round"].max()
+    palette = sns.color_palette("colorblind", len(t))
+    ax.scatter(t[psnr], t["final_accuracy"], s=sizes, c=palette, alpha=0.6, edgecolors="k")
+    for (_, row), color in zip(t.iterrows(), palette):
+        ax.annotate(f"{row['scheme']}\n{row['bytes_per_client_round'] / 1e3:,.0f} kB",
+                    (row[psnr], row["final_accuracy"]), fontsize=8, ha="center", va="center",
+                    color="black")
+    ax.set(xlabel="median attack PSNR under the honest-but-curious server (dB; lower = safer)",
+           ylabel="final test accuracy")
+    ax.set_title("Privacy, accuracy and traffic (bubble area: bytes per client per round)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(0.15)
     fig.tight_layout()
     return _save(fig, out)
 
@@ -133,4 +158,5 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
-__all__ = ["accuracy_curves", "attack_success", "time_to_target", "traffic_by_kind"]
+__all__ = ["accuracy_curves", "attack_success", "privacy_tradeoff", "time_to_target",
+           "traffic_by_kind"]

@@ -9,6 +9,7 @@ from analysis.tables import (
     Results,
     bandwidth_table,
     load_results,
+    privacy_table,
     thesis_table,
     time_to_target_table,
     to_markdown,
@@ -49,6 +50,16 @@ def write_report(path: str | Path) -> Path:
         write_table(table, root / "tables" / stem)
         lines += [f"## {title}", "", note, "", to_markdown(table), "",
                   f"(also [CSV](tables/{stem}.csv), [LaTeX](tables/{stem}.tex))", ""]
+    privacy = privacy_table(res)
+    if len(privacy):
+        write_table(privacy, root / "tables" / "privacy_compare")
+        png = plots.privacy_tradeoff(privacy, root / "plots" / "privacy_tradeoff.png")
+        lines += ["## Privacy, accuracy and traffic", "",
+                  ("Per scheme: final test accuracy, simulated seconds to the target accuracy, "
+                  "bytes per client per round (all traffic over the client-rounds), the median "
+                  "PSNR of the honest-but-curious server's reconstructions and the final DP "
+                  "epsilon where one was accounted."), "", to_markdown(privacy), "",
+                  f"![Privacy, accuracy and traffic]({png.relative_to(root).as_posix()})", ""]
     ttt = time_to_target_table(res)
     write_table(ttt.set_index("scheme"), root / "tables" / "time_to_target")
     for title, png in figs.items():

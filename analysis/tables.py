@@ -125,6 +125,34 @@ def time_to_target_table(res: Results) -> pd.DataFrame:
     return table.rename(columns={UPLINK: "uplink_Mbit_s"})
 
 
+def privacy_table(res: Results, adversary: str = "server") -> pd.DataFrame:
+    """Per scheme (mean over seeds): final accuracy, simulated time to target (s), bytes per
+    client per round (all traffic, set-up and keys included, over the client-rounds), median
+    attack PSNR (dB) of ``adversary`` and the final DP epsilon where one was accounted.
+
+    Empty without an attacks table holding ``adversary``.
+    """
+    a = res.attacks
+    if not len(a) or "psnr_db" not in a or adversary not in set(a.get("adversary", [])):
+        return pd.DataFrame()
+    r = res.rounds
+    traffic = r[[c for c in r.columns if c.startswith("bytes_")]].sum(axis=1)
+    per_run = pd.DataFrame({"run_id": r["run_id"], "bytes": traffic, "clients": r["n_selected"]}) \
+        .groupby("run_id").sum()
+    s = res.summary.set_index("run_id")
+    s["bytes_per_client_round"] = per_run["bytes"] / per_run["clients"].clip(lower=1)
+    if "dp_epsilon" in r:
+        s["dp_epsilon"] = r.sort_values("round").groupby("run_id")["dp_epsilon"].last()
+    psnr = a[a["adversary"] == adversary].groupby("scheme")["psnr_db"].median()
+    cols = {"final_accuracy": "mean", "time_to_target_s": "mean", "bytes_per_client_round": "mean"}
+    if "dp_epsilon" in s:
+        cols["dp_epsilon"] = "mean"
+    table = s.groupby("scheme", sort=False).agg(cols)
+    table[f"median_psnr_{adversary}_dB"] = psnr.reindex(table.index)
+    return table.round({"final_accuracy": 4, "time_to_target_s": 2, "bytes_per_client_round": 0,
+                        f"median_psnr_{adversary}_dB": 2, "dp_epsilon": 3})
+
+
 def _ref(ref: dict, model_dataset: str, scheme: str) -> str:
     value = (ref.get(model_dataset) or {}).get(scheme)
     return "" if value is None else f"{float(value):.1f}"
