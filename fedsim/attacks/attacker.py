@@ -219,7 +219,7 @@ class AttackHarness:
             from fedsim.keynet import encrypt_input
 
             assert self.keyed is not None  # the encrypted domain exists only with keys
-            truth = encrypt_input(self.keyed.image_key, inputs).reshape(inputs.shape)
+            truth = encrypt_input(self.keyed.input_key(), inputs).reshape(inputs.shape)
         with torch.enable_grad():
             sim = [s.detach() for s in obs.forward_model(truth.clone(), labels)]
         cos = 1.0 - float(cosine_distance(sim, obs.target))

@@ -75,15 +75,17 @@ class KeyedDomain(Protocol):
     """An encrypted weight domain as the harness holds it (the keys, outside the protocol).
 
     ``relative``: the wire vector is relative to a plaintext initial model (an attack in the
-    encrypted domain needs the absolute ciphertext); ``image_key``: the input key, with which
+    encrypted domain needs the absolute ciphertext); ``input_key()``: the input key, with which
     the harness encrypts the private images only to score a reconstruction in that domain.
+    (A method, not a property: ``isinstance`` on Python 3.11 evaluates protocol properties.)
     """
 
     @property
     def relative(self) -> bool: ...
 
-    @property
-    def image_key(self) -> Key: ...
+    def input_key(self) -> Key:
+        """The input key (raises ``ValueError`` where the domain has none)."""
+        ...
 
     def from_wire(self, flat: Tensor) -> OrderedDict[str, Tensor]:
         """Decrypt a wire vector to the float state entries."""

@@ -110,8 +110,7 @@ class KeyNetWireDomain(WeightDomain):
         """Whether the wire vector is relative to a plaintext theta0 (``init_by: server``)."""
         return self._base is not None
 
-    @property
-    def image_key(self) -> Key:
+    def input_key(self) -> Key:
         """The input key ``A_0`` (chained lowered space; see :attr:`KeyNetDomain.image_key`)."""
         return self.inner.image_key
 
