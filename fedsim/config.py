@@ -313,6 +313,8 @@ class CodecSettings(PluginConfig):
 class EncryptionSettings(PluginConfig):
     """Base of an encryption scheme's (weight domain's) config (``encryption:``)."""
 
+    #: its name in messages (e.g. "KeyNet"); the kind if empty
+    title: ClassVar[str] = ""
     #: the scheme has a key agent, so the ``key_agent:*`` links carry traffic
     key_agent: ClassVar[bool] = False
     #: clients run the codec on the plaintext and send its decoded value encrypted
@@ -421,7 +423,8 @@ class RunConfig(Strict):
                              f"'mlp', not {self.model.kind!r}")
         if self.encryption.quantizes_plaintext and not self.codec.decodable:
             raise ValueError(f"codec {self.codec.kind!r} cannot be combined with "
-                             f"{self.encryption.kind} encryption: its updates cannot be decoded "
+                             f"{self.encryption.title or self.encryption.kind} encryption: its "
+                             f"updates cannot be decoded "
                              f"one by one before encryption")
         self.codec.check_run(self)
         self.encryption.check_run(self)

@@ -67,6 +67,7 @@ class KeyNetConfig(EncryptionSettings):
     init_by: Literal["client", "server"] = "client"
     key_seed: Int | None = Field(None, ge=0, lt=2**63)
 
+    title: ClassVar[str] = "KeyNet"
     key_agent: ClassVar[bool] = True
     quantizes_plaintext: ClassVar[bool] = True
     resumable: ClassVar[bool] = False
