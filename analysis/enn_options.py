@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 
 from analysis.tables import load_results, to_markdown
-from fedsim.codecs.enn import EnnCodec
+from fedsim.codecs.enn import EnnCodec, EnnCodecConfig
 from fedsim.codecs.factory import make_codec
-from fedsim.config import EnnCodecConfig, RunConfig
+from fedsim.config import RunConfig
 from fedsim.data import load_dataset
 from fedsim.engine import build_initial_model
 from fedsim.enn.fidelity import RealClients, collect_updates, fidelity_rows
@@ -93,8 +93,7 @@ def subspace_table(cfg: RunConfig, chunks: list[int], ratios: list[int], rounds:
     directions of RMS-normalised chunks), per real round, for two bases: ``oracle`` (fitted on
     the scored mean-update chunks themselves; optimistic) and ``proxy`` (fitted on the mean
     updates of ``proxy_rounds`` proxy FedAvg rounds, :mod:`fedsim.enn.proxy`)."""
-    from fedsim.config import EnnProxyConfig
-    from fedsim.enn.proxy import proxy_updates
+    from fedsim.enn.proxy import EnnProxyConfig, proxy_updates
 
     real = [u.mean(0) for u in collect_updates(cfg, rounds)]
     model = build_initial_model(cfg, load_dataset(cfg.data.dataset))

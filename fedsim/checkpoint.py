@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from fedsim.cachefile import read_cache, write_cache
-from fedsim.config import IdentityCodecConfig, NoEncryptionConfig, QsgdCodecConfig, RunConfig
+from fedsim.config import RunConfig
 
 _TABLES = ("rounds", "clients", "messages", "histogram", "attacks")
 
@@ -34,8 +34,8 @@ _TABLES = ("rounds", "clients", "messages", "histogram", "attacks")
 def check_resumable(cfg: RunConfig) -> None:
     """Raise ValueError naming what a checkpoint of ``cfg`` could not restore exactly."""
     why = [what for what, bad in (
-        ("encryption", not isinstance(cfg.encryption, NoEncryptionConfig)),
-        ("codec enn", not isinstance(cfg.codec, (IdentityCodecConfig, QsgdCodecConfig))),
+        ("encryption", not cfg.encryption.resumable),
+        (f"codec {cfg.codec.kind}", not cfg.codec.resumable),
         ("attack", cfg.attack is not None),
         ("selection.deadline_s", cfg.selection.deadline_s is not None),
         ("selection.overcommit > 1", cfg.selection.overcommit != 1.0),

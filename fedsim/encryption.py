@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from fedsim.config import EncryptionConfig, KeyNetConfig, NoEncryptionConfig
+from fedsim.config import EncryptionConfig, EncryptionSettings
 from fedsim.domain import EncryptionSetup, PlainDomain
-from fedsim.keynet.setup import keynet_setup
+from fedsim.registry import ENCRYPTIONS
+
+
+class NoEncryptionConfig(EncryptionSettings):
+    """No encryption: the plain weight domain."""
+
+    kind: Literal["none"] = "none"
+
+
+def plain_setup(cfg: NoEncryptionConfig, model: nn.Module, input_shape: tuple[int, ...],
+                initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
+    """Everyone, the server included, works on the plain domain."""
+    plain = PlainDomain(initial_state)
+    return EncryptionSetup(plain, None, None, plain, init_by_client=False)
+
+
+ENCRYPTIONS.register(NoEncryptionConfig, plain_setup)
 
 
 def make_encryption(cfg: EncryptionConfig, model: nn.Module, input_shape: tuple[int, ...],
                     initial_state: dict[str, torch.Tensor]) -> EncryptionSetup:
-    """The :class:`EncryptionSetup` for ``cfg``."""
-    if isinstance(cfg, NoEncryptionConfig):
-        plain = PlainDomain(initial_state)
-        return EncryptionSetup(plain, None, None, plain, init_by_client=False)
-    if isinstance(cfg, KeyNetConfig):
-        return keynet_setup(cfg, model, input_shape, initial_state)
-    raise TypeError(f"no encryption for {cfg!r}")
+    """The :class:`EncryptionSetup` for ``cfg``, from the factory registered for its kind."""
+    return ENCRYPTIONS.factory(cfg.kind)(cfg, model, input_shape, initial_state)

@@ -15,12 +15,13 @@ import simpy
 import torch
 from tqdm.auto import tqdm
 
+from fedsim import plugins  # noqa: F401 (registers the built-in plug-ins)
 from fedsim.checkpoint import Checkpointer
 from fedsim.codecs.base import UpdateCodec
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
-from fedsim.data import DataError, Dataset, class_histogram, load_dataset, partition, synthetic
+from fedsim.data import DataError, Dataset, class_histogram, partition
 from fedsim.devices import device_speeds, draw
 from fedsim.encryption import EncryptionSetup, make_encryption
 from fedsim.flops import train_flops_per_sample
@@ -38,6 +39,7 @@ from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.privacy import central_noise, epsilon_column, private_codec
 from fedsim.recorder import Recorder
+from fedsim.registry import DATASETS
 from fedsim.rng import numpy_rng, seed_for
 from fedsim.trainers import (
     BatchedTrainer,
@@ -73,15 +75,7 @@ class RunResult:
 def get_dataset(cfg: RunConfig) -> Dataset:
     """Load the run's dataset (decoded once per process and cached by the data layer), or
     generate it from the run seed (``synthetic``)."""
-    d = cfg.data
-    if d.dataset == "synthetic":
-        s = d.synthetic
-        return synthetic.generate(d.num_clients, s.alpha, s.beta,
-                                  rng=numpy_rng(cfg.seed, "data", "synthetic"), mu=s.mu,
-                                  sigma=s.sigma, min_samples=s.min_samples,
-                                  max_samples=s.max_samples, test_fraction=s.test_fraction)
-    return load_dataset(d.dataset, data_root=d.data_root, download=d.download,
-                        train_limit=d.train_limit, test_limit=d.test_limit)
+    return DATASETS.factory(cfg.data.dataset)(cfg.data, cfg.seed)
 
 
 def build_initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:

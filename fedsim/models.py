@@ -8,10 +8,13 @@ and 79,510 (1×28×28, hidden 100).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-MODEL_KINDS: tuple[str, ...] = ("lenet5", "mobilenet_v2", "small_cnn", "lenet_dlg", "mlp")
+from fedsim.registry import MODELS
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 _POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
@@ -177,22 +180,50 @@ def build_model(
             "num_classes, in_channels and image_size must be positive, "
             f"got {num_classes}, {in_channels}, {image_size}"
         )
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_KINDS)}")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODELS.kinds())}")
     if kind != "mobilenet_v2" and width_mult != 1.0:
         raise ValueError(
             f"width_mult is only supported by mobilenet_v2, got {width_mult} for {kind!r}"
         )
-    if kind == "lenet5":
-        return _lenet5(num_classes, in_channels, image_size, act, pool)
-    if kind == "small_cnn":
-        return _small_cnn(num_classes, in_channels, image_size, act, pool)
-    if kind == "lenet_dlg":
-        return _lenet_dlg(num_classes, in_channels, image_size)
-    if kind == "mlp":
-        if hidden < 1:
-            raise ValueError(f"mlp hidden width must be positive, got {hidden}")
-        return _mlp(num_classes, in_features or in_channels * image_size**2, hidden, act)
-    if width_mult <= 0:
-        raise ValueError(f"width_mult must be positive, got {width_mult}")
-    return _mobilenet_v2_cifar(num_classes, in_channels, width_mult)
+    return MODELS.factory(kind)(ModelArgs(num_classes, in_channels, image_size,
+                                          in_features or in_channels * image_size**2, act, pool,
+                                          width_mult, hidden))
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """What a model factory (``MODELS``) gets: output classes, input channels, image side
+    (pixels), flat input features, activation and pooling classes, width multiplier and the
+    hidden width (``model.hidden``)."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    in_features: int
+    act: type[nn.Module]
+    pool: type[nn.Module]
+    width_mult: float
+    hidden: int
+
+
+def _mlp_model(a: ModelArgs) -> nn.Module:
+    if a.hidden < 1:
+        raise ValueError(f"mlp hidden width must be positive, got {a.hidden}")
+    return _mlp(a.num_classes, a.in_features, a.hidden, a.act)
+
+
+def _mobilenet_model(a: ModelArgs) -> nn.Module:
+    if a.width_mult <= 0:
+        raise ValueError(f"width_mult must be positive, got {a.width_mult}")
+    return _mobilenet_v2_cifar(a.num_classes, a.in_channels, a.width_mult)
+
+
+MODELS.register("lenet5", lambda a: _lenet5(a.num_classes, a.in_channels, a.image_size, a.act, a.pool))
+MODELS.register("mobilenet_v2", _mobilenet_model)
+MODELS.register("small_cnn",
+                lambda a: _small_cnn(a.num_classes, a.in_channels, a.image_size, a.act, a.pool))
+MODELS.register("lenet_dlg", lambda a: _lenet_dlg(a.num_classes, a.in_channels, a.image_size))
+MODELS.register("mlp", _mlp_model)
+#: The built-in model kinds (``MODELS.kinds()`` also lists registered plug-ins).
+MODEL_KINDS: tuple[str, ...] = MODELS.kinds()

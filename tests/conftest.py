@@ -3,3 +3,5 @@
 import torch
 
 torch.set_num_threads(1)
+
+from fedsim import plugins  # noqa: F401 (registers the built-in plug-ins before any config is validated)

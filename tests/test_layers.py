@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The layer map, bottom up: (name, dotted prefixes of the modules it holds).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("settings", ("fedsim.config",)),
+    ("settings", ("fedsim.registry", "fedsim.config")),
     ("wire, seeds & files", ("fedsim.message", "fedsim.wire", "fedsim.rng", "fedsim.devices",
                              "fedsim.cachefile", "fedsim.outdir")),
     ("learning", ("fedsim.data", "fedsim.models", "fedsim.flops", "fedsim.training",
@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "fedsim.attacks")),
     ("SimPy processes", ("fedsim.network", "fedsim.nodes", "fedsim.recorder")),
     ("harness", ("fedsim.engine", "fedsim.hooks", "fedsim.encryption", "fedsim.keynet.setup",
-                 "fedsim.attacks.attacker", "fedsim.checkpoint", "fedsim.results",
+                 "fedsim.attacks.attacker", "fedsim.attacks.adversaries", "fedsim.plugins", "fedsim.checkpoint", "fedsim.results",
                  "fedsim.enn.fidelity")),
     ("front ends", ("fedsim.scenario", "fedsim.cli", "fedsim.sweep", "fedsim.attacks.cli",
                     "fedsim.enn.cli")),

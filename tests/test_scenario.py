@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedsim.config import EnnCodecConfig, IdentityCodecConfig, QsgdCodecConfig, RunConfig, Uniform
+from fedsim.codecs.enn import EnnCodecConfig
+from fedsim.codecs.identity import IdentityCodecConfig
+from fedsim.codecs.qsgd import QsgdCodecConfig
+from fedsim.config import RunConfig, Uniform
 from fedsim.scenario import ScenarioError, build_scenario, load_scenario, merge
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedsim.attacks.contracts import SlotDecoder
 from fedsim.attacks.observation import (
     GradientForwardModel,
     Normalization,
@@ -33,6 +34,10 @@ from fedsim.attacks.observation import (
     unrolled_sgd_delta,
 )
 from fedsim.keynet.layout import layout_bytes, parse_layout
+
+if TYPE_CHECKING:
+    from fedsim.keynet.domain import KeyNetDomain
+    from fedsim.keynet.plan import NetworkPlan
 
 Isolation = Literal["zero", "silent", "loo"]
 ISOLATIONS: tuple[str, ...] = ("zero", "silent", "loo")
@@ -140,7 +145,7 @@ class EncryptedLayout:
     numel: int
 
     @classmethod
-    def from_domain(cls, domain: Any) -> EncryptedLayout:
+    def from_domain(cls, domain: KeyNetDomain) -> EncryptedLayout:
         """The layout a ``KeyNetDomain`` publishes (tests; runs parse the captured message)."""
         payload = layout_bytes(domain)
         if payload is None:
@@ -148,7 +153,7 @@ class EncryptedLayout:
         return cls.from_message(payload, domain.plan)
 
     @classmethod
-    def from_message(cls, payload: bytes, plan: Any) -> EncryptedLayout:
+    def from_message(cls, payload: bytes, plan: NetworkPlan) -> EncryptedLayout:
         """Parse a captured ``keynet_layout`` message; activations come from the architecture."""
         patterns, numel = parse_layout(payload)
         layers = []
@@ -254,7 +259,7 @@ def encrypted_observation(layout: EncryptedLayout, wire0: Tensor, delta: Tensor,
 
 
 # -- ENN: isolating one client's update from the decoder ----------------------------------------
-def enn_isolate(codec: Any, payloads: Sequence[bytes], index: int, method: Isolation,
+def enn_isolate(codec: SlotDecoder, payloads: Sequence[bytes], index: int, method: Isolation,
                 numel: int) -> Tensor:
     """Approximate update of client ``payloads[index]`` decoded from its ENN code alone.
 
@@ -264,7 +269,8 @@ def enn_isolate(codec: Any, payloads: Sequence[bytes], index: int, method: Isola
     Parameters
     ----------
     codec
-        The server's :class:`~fedsim.codecs.enn.EnnCodec` (holds the decoder).
+        The server's slot decoder (:class:`~fedsim.codecs.enn.EnnCodec`; see
+        :class:`~fedsim.attacks.contracts.SlotDecoder`).
     payloads
         Every ENN payload of the round, in aggregation order.
     index

@@ -1,17 +1,11 @@
-"""Adversaries inside the simulation: network observers restricted to their threat model.
+"""The attack harness: the run's adversaries (fedsim/attacks/adversaries.py), attacked and scored.
 
-An :class:`Adversary` subscribes to the :class:`~fedsim.network.Network` and keeps only the
-messages its threat model lets it see, as they arrive:
-
-* ``eavesdropper``: messages whose path crosses one of its links;
-* ``server``: every message sent to or by the server (honest but curious; ENN zero-fill only);
-* ``adaptive_server``: the same, and it uses scheme parameters (every ENN isolation);
-* ``key_agent``: a compromised key agent colluding with the server: the server's view plus the
-  KeyNet keys it generated.
-
-After the run, :meth:`AttackHarness.finish` builds each adversary's observations from the
-captured bytes alone (plus public knowledge: architecture, lr, batching), attacks them, and only
-then scores the reconstructions against the private data, which adversaries never touch.
+Each configured adversary is built through the adversary registry and subscribes to the
+:class:`~fedsim.network.Network`. After the run, :meth:`AttackHarness.finish` builds each
+adversary's observations from the captured bytes alone (plus public knowledge: architecture, lr,
+batching, and what its class declares it holds), attacks them, and only then scores the
+reconstructions against the private data, which adversaries never touch. What the harness needs
+from the codec and the weight domain is typed in :mod:`fedsim.attacks.contracts`.
 """
 
 from __future__ import annotations
@@ -27,63 +21,24 @@ import torch
 from torch import Tensor, nn
 
 from fedsim.attacks import adapters
-from fedsim.attacks.dlg import DlgConfig, dlg_attack
-from fedsim.attacks.inverting import InvertingConfig, cosine_distance, inverting_attack
+from fedsim.attacks.adversaries import Adversary
+from fedsim.attacks.contracts import KeyedDomain, SlotDecoder
+from fedsim.attacks.inverting import cosine_distance
 from fedsim.attacks.metrics import evaluate, psnr
 from fedsim.attacks.observation import Normalization, Observation
 from fedsim.attacks.plotting import save_reconstruction_grid
 from fedsim.attacks.result import AttackResult
-from fedsim.config import AttackConfig, EavesdropperConfig, RunConfig
-from fedsim.keynet.plan import plan_network
-from fedsim.message import Message
-from fedsim.network import Link
+from fedsim.codecs.base import UpdateCodec
+from fedsim.config import RunConfig
+from fedsim.data import Dataset
+from fedsim.encryption import EncryptionSetup
+from fedsim.keynet.plan import NetworkPlan, plan_network
+from fedsim.network import Network
+from fedsim.registry import ADVERSARIES, ATTACKS
 from fedsim.rng import seed_for, torch_generator
 from fedsim.trainers import LocalWork
 from fedsim.training import batch_schedule
 from fedsim.wire import unpack_vector
-
-
-class Adversary:
-    """Captures the model broadcasts, updates and keys its threat model allows it to see."""
-
-    def __init__(self, spec: Any) -> None:
-        self.kind: str = spec.kind
-        self.links = frozenset(spec.links) if isinstance(spec, EavesdropperConfig) else frozenset()
-        self.name = self.kind if not self.links else f"eavesdropper[{','.join(sorted(self.links))}]"
-        self.models: dict[tuple[int, int], bytes] = {}  # (round, client) -> model_down payload
-        self.updates: dict[int, list[tuple[int, bytes]]] = defaultdict(list)  # arrival order
-        self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
-        self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
-        self.layout_payload: bytes | None = None  # the published KeyNet layout, if it saw it
-
-    def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
-        """Whether the threat model gives this adversary ``msg``."""
-        if self.kind == "eavesdropper":
-            return any(link.name in self.links for link in path)
-        at_server = "server" in (msg.src, msg.dst)
-        return at_server or (self.kind == "key_agent" and msg.src == "key_agent")
-
-    def on_arrival(self, msg: Message, path: tuple[Link, ...], t_send: float, t_arrive: float) -> None:
-        """Network observer callback."""
-        if not self.sees(msg, path):
-            return
-        if msg.kind == "model_down":
-            self.models[(msg.round, int(msg.dst.split("/")[1]))] = msg.payload
-        elif msg.kind == "update_up":
-            self.updates[msg.round].append((int(msg.src.split("/")[1]), msg.payload))
-        elif msg.kind == "key":
-            self.key_payload = msg.payload
-        elif msg.kind == "init_plain":
-            self.init_payload = msg.payload
-        elif msg.kind == "keynet_layout":
-            self.layout_payload = msg.payload
-
-
-def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
-    if a.method == "ig":
-        tv = 0.0 if encrypted else a.ig.tv_weight  # TV assumes spatial smoothness x̂ lacks
-        return InvertingConfig(label_strategy=strategy, **{**a.ig.model_dump(), "tv_weight": tv})
-    return DlgConfig(label_strategy=strategy, line_search_fn=None, **a.dlg.model_dump())
 
 
 class AttackHarness:
@@ -107,33 +62,34 @@ class AttackHarness:
         captured its ``keynet_layout`` message, and keys only if they captured a ``key``).
     """
 
-    def __init__(self, cfg: RunConfig, network: Any, data: Any, parts: Any, model: nn.Module,
-                 codec: Any, crypto: Any) -> None:
+    def __init__(self, cfg: RunConfig, network: Network, data: Dataset, parts: list[np.ndarray],
+                 model: nn.Module, codec: UpdateCodec, crypto: EncryptionSetup) -> None:
         assert cfg.attack is not None
         self.cfg, self.a = cfg, cfg.attack
         self.data, self.parts, self.codec, self.crypto = data, parts, codec, crypto
         self.template = copy.deepcopy(model).cpu()
         self.norm = Normalization(tuple(data.mean), tuple(data.std))
         self.mean_image = self.norm.denormalize(data.x_train.double()).mean(dim=0).clamp(0, 1)
-        self.keynet = cfg.encryption.kind == "keynet"
-        self.adversaries = [Adversary(s) for s in self.a.adversaries]
+        self.keyed = crypto.eval_domain if isinstance(crypto.eval_domain, KeyedDomain) else None
+        self.adversaries: list[Adversary] = [ADVERSARIES.factory(s.kind)(s)
+                                             for s in self.a.adversaries]
         for adv in self.adversaries:
             network.subscribe(adv.on_arrival)
         self._memo: dict[str, AttackResult] = {}
-        self._plan: Any = None  # the KeyNet plan of the architecture, built when first needed
+        self._plan: NetworkPlan | None = None  # the KeyNet plan of the architecture, when needed
 
     def targeted(self, cid: int) -> bool:
         """Whether client ``cid`` may be a target."""
         return self.a.clients is None or cid in self.a.clients
 
-    def client_work(self, cid: int, work: Any) -> Any:
+    def client_work(self, cid: int, work: LocalWork) -> LocalWork:
         """Attack-friendly mode: targeted clients take one SGD step on ``batch_size`` images."""
         if self.a.mode != "friendly" or not self.targeted(cid):
             return work
         return type(work)(None, 1, self.a.batch_size, work.lr, 0.0, 0.0)
 
     # -- ground truth (harness side only) --------------------------------------------------
-    def _truth(self, cid: int, rnd: int) -> tuple[Tensor, Tensor, list[Tensor], Any]:
+    def _truth(self, cid: int, rnd: int) -> tuple[Tensor, Tensor, list[Tensor], LocalWork]:
         """Private inputs (first-use order), labels, per-step rows, and the client's work."""
         base = self.cfg.training
         work = self.client_work(cid, LocalWork(base.local_epochs, base.local_steps, base.batch_size,
@@ -159,27 +115,27 @@ class AttackHarness:
         numel = wire0.numel()
         lr = self.cfg.training.lr
         k = self.data.num_classes
-        kind = self.cfg.codec.kind
         updates: list[tuple[str, Tensor]]
-        if kind == "identity":
-            updates = [("none", unpack_vector(payload))]
-        elif kind == "qsgd":
-            updates = [("none", self.codec.decode(payload, numel=numel))]
-        elif adv.kind == "eavesdropper":
-            return [("none", "no ENN decoder (held by the server)", "none")]
-        else:
+        if isinstance(self.codec, SlotDecoder):  # never decoded one by one: isolate a slot
+            if not adv.holds_decoder:
+                return [("none", f"no {self.codec.name.upper()} decoder (held by the server)",
+                         "none")]
             accepted = [p for _, p in arrivals[: self.cfg.clients_per_round()]]
             index = [c for c, _ in arrivals].index(cid)
-            methods = ["zero"] if adv.kind == "server" else list(self.a.enn_isolation)
             updates = [(m, adapters.enn_isolate(self.codec, accepted, index, m, numel))
-                       for m in methods]
+                       for m in adv.isolations(self.a.enn_isolation)]
+        else:
+            try:
+                updates = [("none", self.codec.decode(payload, numel=numel))]
+            except NotImplementedError:
+                return [("none", f"codec {self.codec.name!r} cannot decode a single update", "none")]
         out = []
         for iso, delta in updates:
-            if self.keynet and adv.kind != "key_agent" and adv.key_payload is None:
+            if self.keyed is not None and not adv.holds_keys and adv.key_payload is None:
                 if len(schedule) != 1:
                     out.append((iso, "encrypted-domain attack needs one local step", "encrypted"))
                     continue
-                if getattr(self.crypto.eval_domain, "_base", None) is not None:
+                if self.keyed.relative:
                     out.append((iso, "relative ciphertext (init_by: server)", "encrypted"))
                     continue
                 if adv.layout_payload is None:
@@ -193,8 +149,9 @@ class AttackHarness:
                 out.append((iso, obs, "encrypted"))
                 continue
             model = copy.deepcopy(self.template)
-            if self.keynet:  # the key agent generated the keys; an eavesdropper captured them
-                dom = (self.crypto.eval_domain if adv.key_payload is None else
+            if self.keyed is not None:  # the key agent generated the keys, or they were captured
+                dom = (self.crypto.eval_domain
+                       if adv.key_payload is None or self.crypto.domain_from_key is None else
                        self.crypto.domain_from_key(adv.key_payload, adv.init_payload))
                 s0, s1 = dom.from_wire(wire0), dom.from_wire(wire0 + delta)
                 delta = torch.cat([(s1[n] - s0[n]).reshape(-1).float() for n in s0])
@@ -212,16 +169,16 @@ class AttackHarness:
             h.update(t.detach().numpy().tobytes())
         key = h.hexdigest()
         if key not in self._memo:
-            conf = _attack_config(self.a, strategy, encrypted)
+            method = ATTACKS.factory(self.a.method)
             known = labels if strategy == "known" else None
-            run = inverting_attack if isinstance(conf, InvertingConfig) else dlg_attack
-            self._memo[key] = run(obs, conf, seed=seed, labels=known)
+            conf = method.settings(self.a, strategy, encrypted)
+            self._memo[key] = method.run(obs, conf, seed=seed, labels=known)
         return self._memo[key]
 
     def _strategy(self, batch: int) -> str:
         if self.a.labels == "known":
             return "known"
-        if self.a.method == "dlg":
+        if ATTACKS.factory(self.a.method).joint_labels:
             return "joint"
         return "idlg" if batch == 1 else "bias"
 
@@ -261,7 +218,8 @@ class AttackHarness:
         if domain == "encrypted":  # the harness encrypts the truth only to score x̂
             from fedsim.keynet import encrypt_input
 
-            truth = encrypt_input(_inner(self.crypto.eval_domain).image_key, inputs).reshape(inputs.shape)
+            assert self.keyed is not None  # the encrypted domain exists only with keys
+            truth = encrypt_input(self.keyed.input_key(), inputs).reshape(inputs.shape)
         with torch.enable_grad():
             sim = [s.detach() for s in obs.forward_model(truth.clone(), labels)]
         cos = 1.0 - float(cosine_distance(sim, obs.target))
@@ -273,7 +231,7 @@ class AttackHarness:
         metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
                            self.mean_image)
         row.update(status="attacked",
-                   knowledge=_knowledge(adv.kind, domain, strategy, adv.key_payload is not None),
+                   knowledge=adv.knowledge(domain, strategy),
                    obs_cosine=cos, obs_rel_error=err, **result.record(), **metrics.summary())
         row["psnr_db"] = row.pop("psnr_mean_db")
         row["ssim"] = row.pop("ssim_mean")
@@ -283,22 +241,6 @@ class AttackHarness:
         orig = self.norm.denormalize(inputs).clamp(0, 1)
         row["_images"] = (orig[0], rec01[int(metrics.order[0])], row["psnr_db"])
         return row
-
-
-def _inner(domain: Any) -> Any:
-    """The keyed ``KeyNetDomain`` inside the run's wire domain."""
-    return getattr(domain, "inner", domain)
-
-
-def _knowledge(kind: str, domain: str, strategy: str, captured: bool) -> str:
-    parts = ["architecture", "lr", "batching", f"labels:{strategy}"]
-    if domain == "encrypted":
-        parts.append("keynet_layout")
-    if kind == "key_agent":
-        parts.append("keynet_keys")
-    elif captured:
-        parts.append("keynet_keys_captured")
-    return ",".join(parts)
 
 
 def _grid_png(items: list[tuple[Tensor, Tensor, float]]) -> bytes:

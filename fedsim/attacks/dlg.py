@@ -10,13 +10,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
+from fedsim.attacks.contracts import AttackMethod
 from fedsim.attacks.observation import Observation
 from fedsim.attacks.result import AttackResult, random_candidate, resolve_labels
+from fedsim.registry import ATTACKS
+
+if TYPE_CHECKING:
+    from fedsim.config import AttackConfig
 
 
 @dataclass(frozen=True)
@@ -176,3 +181,12 @@ def dlg_attack(
             **{f"fm_{k}": v for k, v in fm.describe().items()},
         },
     )
+
+
+def settings_in_run(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig:
+    """DLG/iDLG hyperparameters of an attack inside a run (``attack.dlg``)."""
+    return DlgConfig(label_strategy=strategy, line_search_fn=None, **a.dlg.model_dump())
+
+
+ATTACKS.register("idlg", AttackMethod(settings_in_run, dlg_attack))
+ATTACKS.register("dlg", AttackMethod(settings_in_run, dlg_attack, joint_labels=True))

@@ -11,13 +11,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
+from fedsim.attacks.contracts import AttackMethod
 from fedsim.attacks.observation import Observation
 from fedsim.attacks.result import AttackResult, random_candidate, resolve_labels
+from fedsim.registry import ATTACKS
+
+if TYPE_CHECKING:
+    from fedsim.config import AttackConfig
 
 
 @dataclass(frozen=True)
@@ -169,3 +174,13 @@ def inverting_attack(
             **{f"fm_{k}": v for k, v in observation.forward_model.describe().items()},
         },
     )
+
+
+def settings_in_run(a: AttackConfig, strategy: str, encrypted: bool) -> InvertingConfig:
+    """Inverting Gradients hyperparameters of an attack inside a run (``attack.ig``); no total
+    variation in the encrypted domain (it assumes a spatial smoothness encrypted images lack)."""
+    tv = 0.0 if encrypted else a.ig.tv_weight
+    return InvertingConfig(label_strategy=strategy, **{**a.ig.model_dump(), "tv_weight": tv})
+
+
+ATTACKS.register("ig", AttackMethod(settings_in_run, inverting_attack))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,16 @@ class EncodedUpdate:
 
     payload: bytes
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CodecContext:
+    """What a codec factory may use besides its config: ``slots``, the number of updates
+    aggregated per round (ENN's N), and ``model``, the initial global model (the server holds
+    it; None where there is none)."""
+
+    slots: int
+    model: nn.Module | None = None
 
 
 class UpdateCodec(ABC):

@@ -48,17 +48,24 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from fedsim.codecs.base import EncodedUpdate, UpdateCodec
+from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
+from fedsim.config import CodecSettings, Int, PosFloat, PosInt, Strict
 from fedsim.enn.cache import load_or_train
-from fedsim.enn.config import EnnConfig
+from fedsim.enn.config import ACTIVATIONS, SCHEMES, EnnConfig
 from fedsim.enn.network import EnnNet
-from fedsim.enn.proxy import chunk_groups
+from fedsim.enn.proxy import EnnProxyConfig, chunk_groups, proxy_key, proxy_updates
+from fedsim.registry import CODECS
 from fedsim.rng import seed_for
 from fedsim.wire import pack_vector
+
+if TYPE_CHECKING:
+    from fedsim.config import RunConfig
 
 #: Payload header size in bytes: magic (2) + m (uint16) + numel (uint32).
 HEADER_BYTES = 8
@@ -68,6 +75,62 @@ SIDE_BYTES = 2
 _MAGICS = {(False, False): b"EC", (True, False): b"ES", (False, True): b"EF", (True, True): b"EG"}
 _HEADER = struct.Struct("<2sHI")
 _OFFSET = struct.Struct("<H")
+
+
+class EnnPretrainConfig(Strict):
+    steps: PosInt = 2000
+    batch_size: PosInt = 256
+    lr: PosFloat = 1e-3
+    seed: Int = 0
+    # gaussian: N(0, 0.1) samples (the paper); proxy: updates of the initial model on a public
+    # proxy set held by the server (docs/schemes.md, ENN options)
+    data: Literal["gaussian", "proxy"] = "gaussian"
+    proxy: EnnProxyConfig = EnnProxyConfig()
+
+
+class EnnCodecConfig(CodecSettings):
+    """``codec: {kind: enn}``: the ENN codec; the network's :class:`EnnConfig` is built from it
+    by :meth:`network` (the one place the two meet)."""
+
+    kind: Literal["enn"]
+    ratio: Annotated[Int, Field(ge=2)] = 4
+    chunk: PosInt = 64
+    residual_blocks: Annotated[Int, Field(ge=0)] = 3
+    scheme: Literal[SCHEMES] = "end_to_end"
+    encoder_hidden: tuple[PosInt, ...] = (64,)  # encoder hidden FC widths; () = one linear layer
+    decoder_width: PosInt = 256  # width of the decoder's stem and residual blocks
+    activation: Literal[ACTIVATIONS] = "relu"  # identity: linear ENN
+    scale: PosFloat = 1.0  # one factor common to every client, applied before encoding
+    side_info: bool = False  # send each chunk's RMS (bfloat16) and normalise by it instead of scale
+    error_feedback: bool = False  # clients keep the residual their code lost (downloads the decoder)
+    pretrain: EnnPretrainConfig = EnnPretrainConfig()
+
+    @model_validator(mode="after")
+    def _divisible(self) -> EnnCodecConfig:
+        if self.chunk % self.ratio:
+            raise ValueError(f"chunk ({self.chunk}) must be divisible by ratio ({self.ratio})")
+        return self
+
+    #: the decoder holds the round's aggregate only; error feedback keeps client state
+    decodable: ClassVar[bool] = False
+    resumable: ClassVar[bool] = False
+
+    def check_run(self, run: RunConfig) -> None:
+        if run.selection.weighting != "uniform":
+            raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
+                             "outputs the unweighted mean of the codes)")
+        if self.error_feedback and run.selection.overcommit != 1.0:
+            raise ValueError("codec 'enn' with error_feedback cannot be combined with "
+                             "selection.overcommit > 1 (a client could not know which decoder "
+                             "slot its code fills)")
+        if run.aggregation.mode == "async":
+            raise ValueError("aggregation.mode async cannot be combined with codec 'enn' (its "
+                             "decoder takes one unweighted code per slot of a round)")
+        if run.privacy is not None and run.privacy.kind == "dp_fedavg":
+            raise ValueError("privacy 'dp_fedavg' cannot be combined with codec 'enn': its "
+                             "non-linear decoder does not keep one client's effect on the "
+                             "aggregate within clip_norm (local_dp works: encoding is "
+                             "post-processing)")
 
 
 def common_scale(update_std: float, sample_var: float = 0.1) -> float:
@@ -342,3 +405,23 @@ def training_groups(updates: Sequence[torch.Tensor], config: EnnConfig, *, scale
     rho = chunk_rms(groups).mean(1)
     keep = rho > 0
     return groups[keep] * (math.sqrt(config.sample_var) / rho[keep])[:, None, None]
+
+
+def make_enn_codec(cfg: EnnCodecConfig, ctx: CodecContext) -> EnnCodec:
+    """The ENN codec of ``cfg`` for ``ctx.slots`` slots, pre-trained (or loaded from cache)."""
+    proxy = None
+    if cfg.pretrain.data == "proxy":
+        if ctx.model is None:
+            raise ValueError("an ENN pre-trained on proxy updates needs the initial model")
+        model, spec = ctx.model, cfg.pretrain.proxy
+        proxy = (f"proxy-{proxy_key(spec, model)}", lambda: proxy_updates(model, spec, ctx.slots))
+    return EnnCodec.from_args(
+        scale=cfg.scale, side_info=cfg.side_info, error_feedback=cfg.error_feedback, proxy=proxy,
+        n=cfg.chunk, ratio=cfg.ratio, slots=ctx.slots,
+        residual_blocks=cfg.residual_blocks, scheme=cfg.scheme,
+        encoder_hidden=cfg.encoder_hidden, decoder_width=cfg.decoder_width, activation=cfg.activation,
+        steps=cfg.pretrain.steps,
+        batch=cfg.pretrain.batch_size, lr=cfg.pretrain.lr, seed=cfg.pretrain.seed)
+
+
+CODECS.register(EnnCodecConfig, make_enn_codec)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
 from fedsim.codecs.base import EncodedUpdate, UpdateCodec
+from fedsim.config import CodecSettings
+from fedsim.registry import CODECS
 from fedsim.wire import HEADER_BYTES, pack_vector, unpack_vector
+
+
+class IdentityCodecConfig(CodecSettings):
+    """``codec: {kind: identity}``: raw float32 updates (the default)."""
+
+    kind: Literal["identity"] = "identity"
 
 
 class IdentityCodec(UpdateCodec):
@@ -39,3 +48,6 @@ class IdentityCodec(UpdateCodec):
         for payload, w in zip(payloads, weights, strict=True):
             total += w * self.decode(payload, numel=numel).double()
         return total.float()
+
+
+CODECS.register(IdentityCodecConfig, lambda cfg, ctx: IdentityCodec())

@@ -39,13 +39,16 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from fedsim.codecs import qsgd_kernels as kern
-from fedsim.codecs.base import EncodedUpdate, UpdateCodec
+from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
+from fedsim.config import CodecSettings, Int
+from fedsim.registry import CODECS
 
 #: Size of the fixed header in bytes.
 HEADER_BYTES = 16
@@ -64,6 +67,16 @@ _STATUS_MESSAGES = {
 _SEED_MASK = 2**64 - 1
 
 NormKind = Literal["l2", "max"]
+
+
+class QsgdCodecConfig(CodecSettings):
+    """``codec: {kind: qsgd, levels: s}``: QSGD with ``levels`` levels per sign, buckets of
+    ``bucket_size`` coordinates scaled by their ``norm``."""
+
+    kind: Literal["qsgd"]
+    levels: Annotated[Int, Field(ge=1, le=MAX_LEVELS)]
+    bucket_size: Annotated[Int, Field(ge=1, lt=2**32)] = 512
+    norm: NormKind = "l2"
 
 
 def bits_per_code(levels: int) -> int:
@@ -245,3 +258,10 @@ def _split(payload: bytes, levels: int, d: int, p: int) -> tuple[np.ndarray, np.
 def _check_status(status: int) -> None:
     if status != kern.OK:
         raise ValueError(f"corrupt QSGD payload: {_STATUS_MESSAGES[status]}")
+
+
+def _make(cfg: QsgdCodecConfig, ctx: CodecContext) -> QsgdCodec:
+    return QsgdCodec(levels=cfg.levels, bucket_size=cfg.bucket_size, norm=cfg.norm)
+
+
+CODECS.register(QsgdCodecConfig, _make)

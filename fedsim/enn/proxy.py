@@ -23,12 +23,30 @@ import json
 import torch
 from torch import nn
 
-from fedsim.config import EnnProxyConfig
+from fedsim.config import PosFloat, PosInt, Strict
 from fedsim.data import partition
 from fedsim.data.base import MNIST_MEAN, MNIST_STD
 from fedsim.rng import numpy_rng, seed_for, torch_generator
 from fedsim.training import batch_schedule, train_local
 
+
+class EnnProxyConfig(Strict):
+    """How the server makes proxy updates on sklearn's digits (fedsim/enn/proxy.py).
+
+    ``clients`` proxy clients share the 1,797 digits, ``classes_per_client`` classes each (the
+    server sets the protocol; it does not know which client holds which class); ``rounds`` proxy
+    FedAvg rounds each contribute ``slots`` updates, with ``local_epochs`` epochs of SGD at
+    ``lr`` on batches of ``batch_size`` samples; ``seed`` seeds the proxy partition, selection
+    and batch order. All values are fedsim's choices.
+    """
+
+    clients: PosInt = 45
+    classes_per_client: PosInt = 3
+    rounds: PosInt = 8
+    local_epochs: PosInt = 2
+    batch_size: PosInt = 10
+    lr: PosFloat = 0.05
+    seed: int = 0
 
 def proxy_key(spec: EnnProxyConfig, model: nn.Module) -> str:
     """Hex digest of ``spec`` and the initial weights of ``model`` (cache key part)."""

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedsim.keynet.domain import KeyNetDomain
 
 _HEAD = struct.Struct("<2sBBIQ")
 _LAYER = struct.Struct("<IIQQ")
@@ -33,7 +36,7 @@ class LayerPattern:
     indices: np.ndarray  # int64, nnz
 
 
-def layout_bytes(domain: Any) -> bytes | None:
+def layout_bytes(domain: KeyNetDomain) -> bytes | None:
     """The layout message of a lowered, chained ``KeyNetDomain`` (None for other networks)."""
     if domain.space != "lowered" or not domain.plan.chained:
         return None

@@ -21,19 +21,55 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from fedsim.config import KeyNetConfig
+from fedsim.config import EncryptionSettings, Int, PosInt
 from fedsim.domain import EncryptionSetup, PlainDomain, WeightDomain
 from fedsim.keynet.domain import KeyNetDomain, make_keys
-from fedsim.keynet.keys import KeySet, seed_from_bytes, seed_to_bytes
+from fedsim.keynet.keys import GAIN_KINDS, SPACES, Key, KeySet, seed_from_bytes, seed_to_bytes
 from fedsim.keynet.layout import layout_bytes
 from fedsim.keynet.plan import NetworkPlan, plan_network
 from fedsim.keynet.report import size_table
+from fedsim.registry import ENCRYPTIONS
 from fedsim.wire import pack_vector, unpack_vector
+
+
+class KeyNetConfig(EncryptionSettings):
+    """KeyNet weight encryption (docs/schemes.md, section keynet).
+
+    ``gains`` picks the keys' diagonal gains. ``continuous`` (the KeyNet paper's choice):
+    log-uniform in [1/2, 2]; every ciphertext value is a plaintext value times an arbitrary
+    real, so encrypted arithmetic is only equal to plaintext arithmetic up to fp32 rounding,
+    and long runs drift apart like any 1-ulp perturbation of SGD. ``power_of_two``: gains
+    2**k with k uniform on {-2, ..., 2}; with ``alpha: 1`` encryption, the server's weighted
+    average and decryption are then exact in floating point and an encrypted run reproduces
+    the plaintext run bit for bit. The cost is a smaller key space: 5 gains per coordinate
+    (about 2.3 bits) instead of a continuum, and the gains are recognisable as powers of two.
+    (``alpha > 1`` blocks are real-valued either way and are not exact.)
+
+    ``key_seed``: None (the default) makes the key agent draw its key seed from OS entropy, so
+    nothing derived from the run seed (which the server uses for selection) can rebuild the keys.
+    An integer replays a run's keys exactly (run_info.json records the drawn seed); whoever reads
+    a scenario file holding it can decrypt, so it never goes to the server.
+    """
+
+    kind: Literal["keynet"]
+    space: Literal[SPACES] = "lowered"
+    alpha: PosInt = 1
+    gains: Literal[GAIN_KINDS] = "continuous"
+    key_delivery: Literal["material", "seed"] = "material"
+    init_by: Literal["client", "server"] = "client"
+    key_seed: Int | None = Field(None, ge=0, lt=2**63)
+
+    title: ClassVar[str] = "KeyNet"
+    key_agent: ClassVar[bool] = True
+    quantizes_plaintext: ClassVar[bool] = True
+    resumable: ClassVar[bool] = False
 
 
 class KeyNetWireDomain(WeightDomain):
@@ -68,6 +104,15 @@ class KeyNetWireDomain(WeightDomain):
     def numel(self) -> int:
         """Length of the ciphertext vector (values)."""
         return self.inner.numel
+
+    @property
+    def relative(self) -> bool:
+        """Whether the wire vector is relative to a plaintext theta0 (``init_by: server``)."""
+        return self._base is not None
+
+    def input_key(self) -> Key:
+        """The input key ``A_0`` (chained lowered space; see :attr:`KeyNetDomain.image_key`)."""
+        return self.inner.image_key
 
     @property
     def crypto_flops(self) -> tuple[float, float]:
@@ -161,3 +206,6 @@ def _client_domains(cfg: KeyNetConfig, model: nn.Module, input_shape: tuple[int,
         return KeyNetWireDomain(ciphers[payload], template, base)
 
     return from_key
+
+
+ENCRYPTIONS.register(KeyNetConfig, keynet_setup)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from fedsim.codecs.enn import HEADER_BYTES, SIDE_BYTES, EnnCodec, chunk_rms, training_groups
-from fedsim.config import EnnProxyConfig
 from fedsim.enn import EnnConfig, average_fidelity, train_enn
-from fedsim.enn.proxy import chunk_groups, proxy_digits, proxy_key, proxy_updates
+from fedsim.enn.proxy import EnnProxyConfig, chunk_groups, proxy_digits, proxy_key, proxy_updates
 from fedsim.models import build_model
 from fedsim.wire import HEADER_BYTES as FP32_HEADER
 
