@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from fedsim.config import EncryptionConfig, EncryptionSettings
+from fedsim.config.registry import ENCRYPTIONS
 from fedsim.domain import EncryptionSetup, PlainDomain
-from fedsim.registry import ENCRYPTIONS
 
 
 class NoEncryptionConfig(EncryptionSettings):

@@ -21,6 +21,7 @@ from fedsim.codecs.base import UpdateCodec
 from fedsim.codecs.factory import make_codec
 from fedsim.codecs.identity import IdentityCodec
 from fedsim.config import RunConfig
+from fedsim.config.registry import DATASETS
 from fedsim.data import DataError, Dataset, class_histogram, partition
 from fedsim.devices import device_speeds, draw
 from fedsim.encryption import EncryptionSetup, make_encryption
@@ -39,7 +40,6 @@ from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.privacy import central_noise, epsilon_column, private_codec
 from fedsim.recorder import Recorder
-from fedsim.registry import DATASETS
 from fedsim.rng import numpy_rng, seed_for
 from fedsim.trainers import (
     BatchedTrainer,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from fedsim.registry import MODELS
+from fedsim.config.registry import MODELS
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 _POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}

@@ -1,4 +1,4 @@
-"""Imports the built-in plug-ins, so each registers itself (fedsim/registry.py).
+"""Imports the built-in plug-ins, so each registers itself (fedsim/config/registry.py).
 
 Front ends and the engine import this module before they validate a scenario; a plug-in of your
 own registers when its module is imported (docs/PLUGINS.md).
@@ -7,9 +7,17 @@ own registers when its module is imported (docs/PLUGINS.md).
 from fedsim import encryption, models
 from fedsim.attacks import adversaries, dlg, inverting
 from fedsim.codecs import enn, identity, qsgd
+from fedsim.config.registry import (
+    ADVERSARIES,
+    ATTACKS,
+    CODECS,
+    DATASETS,
+    ENCRYPTIONS,
+    MODELS,
+    Registry,
+)
 from fedsim.data import loading, synthetic
 from fedsim.keynet import setup
-from fedsim.registry import ADVERSARIES, ATTACKS, CODECS, DATASETS, ENCRYPTIONS, MODELS, Registry
 
 BUILT_IN = (identity, qsgd, enn, encryption, setup, adversaries, dlg, inverting, models, loading,
             synthetic)

@@ -18,8 +18,8 @@ import torch
 from fedsim import engine
 from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
 from fedsim.config import CodecSettings, RunConfig
+from fedsim.config.registry import ADVERSARIES, CODECS, MODELS, Registry
 from fedsim.plugins import registry_table
-from fedsim.registry import ADVERSARIES, CODECS, MODELS, Registry
 from fedsim.scenario import ScenarioError, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ An adversary subscribes to the :class:`~fedsim.network.Network` and keeps, as th
 the messages its threat model lets it see (:meth:`Adversary.sees`). What it may use besides the
 captured bytes is declared on the class: whether it holds the server's aggregation state (the
 ENN decoder), which isolations of one client's contribution it tries, and whether it holds the
-KeyNet keys. Each registers its config class under its ``kind`` (fedsim/registry.py):
+KeyNet keys. Each registers its config class under its ``kind`` (fedsim/config/registry.py):
 
 * ``eavesdropper``: messages whose path crosses one of its links;
 * ``server``: every message sent to or by the server (honest but curious; ENN zero-fill only);
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import Field
 
 from fedsim.config import AdversarySettings
+from fedsim.config.registry import ADVERSARIES
 from fedsim.message import Message
 from fedsim.network import Link
-from fedsim.registry import ADVERSARIES
 
 if TYPE_CHECKING:
     from fedsim.config import RunConfig

@@ -30,11 +30,11 @@ from fedsim.attacks.plotting import save_reconstruction_grid
 from fedsim.attacks.result import AttackResult
 from fedsim.codecs.base import UpdateCodec
 from fedsim.config import RunConfig
+from fedsim.config.registry import ADVERSARIES, ATTACKS
 from fedsim.data import Dataset
 from fedsim.encryption import EncryptionSetup
 from fedsim.keynet.plan import NetworkPlan, plan_network
 from fedsim.network import Network
-from fedsim.registry import ADVERSARIES, ATTACKS
 from fedsim.rng import seed_for, torch_generator
 from fedsim.trainers import LocalWork
 from fedsim.training import batch_schedule

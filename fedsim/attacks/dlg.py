@@ -18,7 +18,7 @@ from torch import Tensor
 from fedsim.attacks.contracts import AttackMethod
 from fedsim.attacks.observation import Observation
 from fedsim.attacks.result import AttackResult, random_candidate, resolve_labels
-from fedsim.registry import ATTACKS
+from fedsim.config.registry import ATTACKS
 
 if TYPE_CHECKING:
     from fedsim.config import AttackConfig

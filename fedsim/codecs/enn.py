@@ -56,11 +56,11 @@ from pydantic import Field, model_validator
 
 from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
 from fedsim.config import CodecSettings, Int, PosFloat, PosInt, Strict
+from fedsim.config.registry import CODECS
 from fedsim.enn.cache import load_or_train
 from fedsim.enn.config import ACTIVATIONS, SCHEMES, EnnConfig
 from fedsim.enn.network import EnnNet
 from fedsim.enn.proxy import EnnProxyConfig, chunk_groups, proxy_key, proxy_updates
-from fedsim.registry import CODECS
 from fedsim.rng import seed_for
 from fedsim.wire import pack_vector
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from fedsim.codecs.base import CodecContext, UpdateCodec
 from fedsim.config import CodecSettings
-from fedsim.registry import CODECS
+from fedsim.config.registry import CODECS
 
 
 def make_codec(cfg: CodecSettings, *, slots: int, model: nn.Module | None = None) -> UpdateCodec:

@@ -9,7 +9,7 @@ import torch
 
 from fedsim.codecs.base import EncodedUpdate, UpdateCodec
 from fedsim.config import CodecSettings
-from fedsim.registry import CODECS
+from fedsim.config.registry import CODECS
 from fedsim.wire import HEADER_BYTES, pack_vector, unpack_vector
 
 

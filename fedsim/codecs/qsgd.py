@@ -48,7 +48,7 @@ from pydantic import Field
 from fedsim.codecs import qsgd_kernels as kern
 from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
 from fedsim.config import CodecSettings, Int
-from fedsim.registry import CODECS
+from fedsim.config.registry import CODECS
 
 #: Size of the fixed header in bytes.
 HEADER_BYTES = 16

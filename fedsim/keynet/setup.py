@@ -29,13 +29,13 @@ from pydantic import Field
 from torch import nn
 
 from fedsim.config import EncryptionSettings, Int, PosInt
+from fedsim.config.registry import ENCRYPTIONS
 from fedsim.domain import EncryptionSetup, PlainDomain, WeightDomain
 from fedsim.keynet.domain import KeyNetDomain, make_keys
 from fedsim.keynet.keys import GAIN_KINDS, SPACES, Key, KeySet, seed_from_bytes, seed_to_bytes
 from fedsim.keynet.layout import layout_bytes
 from fedsim.keynet.plan import NetworkPlan, plan_network
 from fedsim.keynet.report import size_table
-from fedsim.registry import ENCRYPTIONS
 from fedsim.wire import pack_vector, unpack_vector
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from fedsim.registry import ADVERSARIES, ATTACKS, CODECS, DATASETS, ENCRYPTIONS, MODELS
+from fedsim.config.registry import ADVERSARIES, ATTACKS, CODECS, DATASETS, ENCRYPTIONS, MODELS
 
 
 def _not_bool(value: Any) -> Any:
@@ -342,12 +342,12 @@ class ComputeConfig(Strict):
         return self
 
 
-# -- plug-ins (fedsim/registry.py) ---------------------------------------------------------------
+# -- plug-ins (fedsim/config/registry.py) ---------------------------------------------------------------
 class PluginConfig(Strict):
     """Base of a plug-in's config: its ``kind: Literal[...]`` names it in scenario files.
 
     Plug-in modules subclass the base of their extension point and register the subclass
-    (:mod:`fedsim.registry`); this module never imports them.
+    (:mod:`fedsim.config.registry`); this module never imports them.
     """
 
     kind: str
