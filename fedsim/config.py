@@ -262,6 +262,14 @@ class ComputeConfig(Strict):
     #: selected (schemes whose set-up involves every client, and attacks, build all at
     #: start-up); ``eager``: all at start-up. Tables are the same either way.
     clients: Literal["lazy", "eager"] = "lazy"
+    #: where local training runs: ``local`` (this process) or ``ray`` (actors of a Ray cluster,
+    #: fedsim/ray_backend.py; ``fedsim run --ray-address``). Tables are the same either way.
+    backend: Literal["local", "ray"] = "local"
+    #: Ray actors that train (``backend: ray``); default: one per GPU of the cluster (when
+    #: ``torch_device`` allows CUDA), else one per ``ray_threads_per_actor`` CPU cores
+    ray_actors: PosInt | None = None
+    #: PyTorch CPU threads of each Ray actor (and the CPU cores it reserves)
+    ray_threads_per_actor: PosInt = 1
 
     @field_validator("device")
     @classmethod
