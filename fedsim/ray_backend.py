@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -71,19 +73,45 @@ class ActorSpec:
     threads: int  # torch CPU threads per actor
 
 
+@dataclass(frozen=True)
+class SharedTensor:
+    """A host tensor in Ray's object store, read back zero-copy with its original strides.
+
+    Strides matter: a size-1 dimension may carry any stride, and PyTorch picks a convolution's
+    memory format (so its float summation order) from the strides; the object store keeps the
+    buffer (a C-ordered numpy array) but not them.
+    """
+
+    ref: Any  # ray.ObjectRef of the numpy array
+    stride: tuple[int, ...]
+
+    @classmethod
+    def put(cls, t: torch.Tensor) -> SharedTensor:
+        import ray
+
+        t = t.contiguous()  # C order in memory (the strides of size-1 dimensions are kept)
+        return cls(ray.put(t.numpy()), t.stride())
+
+    def get(self) -> torch.Tensor:
+        """The tensor, a read-only view of the object store's copy on this node."""
+        import ray
+
+        array = ray.get(self.ref)
+        with warnings.catch_warnings():  # object-store arrays are read-only; training never writes
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(array).as_strided(array.shape, self.stride)
+
+
 class TrainingActor:
     """One Ray actor: the training set (zero-copy from the object store), a model, and the local
     backend's trainer. Built by :func:`start_actors` (``ray.remote`` is applied there)."""
 
-    def __init__(self, model: nn.Module, x: np.ndarray, y: np.ndarray, spec: ActorSpec,
+    def __init__(self, model: nn.Module, x: SharedTensor, y: SharedTensor, spec: ActorSpec,
                  device: str):
         torch.set_num_threads(spec.threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
         placement = resolve_placement(device)
-        with warnings.catch_warnings():  # object-store arrays are read-only; training never writes
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            x_host, y_host = torch.from_numpy(x), torch.from_numpy(y)
-        x_dev, y_dev = placement.tensor(x_host), placement.tensor(y_host)
+        x_dev, y_dev = placement.tensor(x.get()), placement.tensor(y.get())
         self.jobs: dict[int, ClientJob] = {}  # the current call's jobs (the trainers read it)
         model = placement.module(model)
         if spec.batched:
@@ -233,9 +261,15 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address:
+        _check_reachable(address)
+    local = not address and not os.environ.get("RAY_ADDRESS")
+    # Ray runs its workers at nice 15; a local instance's actors do this command's training, so
+    # they run at the priority the local backend would (on a shared machine it matters)
+    extra = {"_system_config": {"worker_niceness": 0}} if local else {}
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, **extra)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"at {address}" if address else "(local instance)"
         raise RayBackendError(f"compute.backend ray: cannot start or reach Ray {where}: "
@@ -245,6 +279,19 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, with one line, when a ``host:port`` address does not answer (Ray itself
+    retries for minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    match = re.fullmatch(r"([\w.\-]+):(\d+)", address)
+    if match is None:
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayBackendError(f"Ray address {address}: no Ray cluster answers there ({exc}); "
+                              "start one with `ray start --head`") from None
 
 
 def start_actors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: ActorSpec,
@@ -263,7 +310,7 @@ def start_actors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Actor
             + (f" and {need_gpu} GPUs" if gpus else "")
             + f"; the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs"
             " (lower compute.ray_actors or compute.ray_threads_per_actor)")
-    x_ref, y_ref = ray.put(x.numpy()), ray.put(y.numpy())
+    x_ref, y_ref = SharedTensor.put(x), SharedTensor.put(y)
     remote = ray.remote(num_cpus=spec.threads, num_gpus=1 if gpus else 0,
                         max_restarts=0)(TrainingActor)
     actors = [remote.remote(model, x_ref, y_ref, spec, device) for _ in range(count)]

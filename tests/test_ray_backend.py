@@ -3,6 +3,7 @@
 One local Ray instance (2 CPUs) serves the module; the tests skip when Ray cannot start.
 """
 
+import copy
 import time
 
 import pandas as pd
@@ -15,6 +16,17 @@ from fedsim.scenario import load_scenario
 from fedsim.trainers import ClientJob, LocalWork
 
 ray = pytest.importorskip("ray")
+
+
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path, capsys):
+    """Runs before the module's Ray instance starts (a connected process ignores the address)."""
+    from fedsim.cli import main
+
+    assert not ray.is_initialized()
+    assert main(["run", "scenarios/tiny.yaml", "--ray-address", "127.0.0.1:1", "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "127.0.0.1:1" in err and not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +87,40 @@ def test_split_units_balances_samples_in_slot_order():
     shares = split_units(units, jobs, 2)
     assert shares == [[units[0]], [units[1], units[2], units[3]]]
     assert split_units(units, jobs, 5)[4] == []
+
+
+def test_an_actor_trains_a_chunk_under_its_local_chunk_number(ray_instance):
+    """Dropout masks are drawn per (round, chunk): an actor given chunk 1 of the local chunking
+    draws chunk 1's masks, so its clients' weights equal the local batched trainer's (the actor
+    class is used in this process)."""
+    from fedsim.placement import resolve_placement
+    from fedsim.ray_backend import ActorSpec, SharedTensor, TrainingActor
+    from fedsim.trainers import BatchedTrainer, Kernels
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(16, 3))
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    work = LocalWork(1, None, 5, 0.1, 0.9, 0.0)
+    jobs = {c: ClientJob(torch.arange(10 * c, 10 * c + 10), work) for c in range(4)}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    local = BatchedTrainer(copy.deepcopy(model), x, y, resolve_placement("cpu"),
+                           jobs, 7, work, 2)
+    local.cohort(1, [0, 1, 2, 3])
+    want = {c: local.train(c, 1, state).state for c in (2, 3)}
+    actor = TrainingActor(model, SharedTensor.put(x), SharedTensor.put(y),
+                          ActorSpec(7, work, True, 2, Kernels(), 1), "cpu")
+    for chunk, same in ((1, True), (0, False)):  # chunk 0's masks train them differently
+        got = actor.train(1, state, {c: jobs[c] for c in (2, 3)}, [Unit((2, 3), chunk)])
+        assert all(torch.equal(got[c].state[k], want[c][k]) for c in (2, 3) for k in state) == same
+
+
+def test_a_shared_tensor_keeps_its_strides(ray_instance):
+    """A size-1 channel with stride 1 (as full MNIST's images have) makes convolutions take
+    another memory format, so other float sums: the object store must not normalise it."""
+    from fedsim.ray_backend import SharedTensor
+
+    t = torch.from_numpy(torch.arange(12.0).reshape(3, 2, 2).numpy()[:, None])
+    t = t.as_strided(t.shape, (4, 1, 2, 1))
+    back = SharedTensor.put(t).get()
+    assert back.stride() == (4, 1, 2, 1) and torch.equal(back, t)
