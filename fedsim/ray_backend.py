@@ -5,10 +5,11 @@ Ray's object store (one ``ray.put`` per run), and its own copy of the model, and
 local backend's trainer (batched or sequential, ``compute.trainer``). The engine's
 :class:`RayTrainer` implements the :class:`~fedsim.trainers.Trainer` protocol: the first client of
 a round that asks for its result hands over the plaintext global model it decoded; the trainer
-then sends the whole cohort to the actors at once (asynchronously: every actor trains its share
-in parallel) and waits only for the future that holds the asking client's result. Every later
-client of the round picks up its own result the same way, at its own simulated time, so the
-timeline is the local backend's.
+then sends the whole cohort to the actors at once, one asynchronous call per unit of work (a
+batched chunk or one client; each actor runs its share in order, all actors in parallel), and
+waits only for the future that holds the asking client's result, so the engine goes on with
+that client while the actors keep training. Every later client of the round picks up its own
+result the same way, at its own simulated time, so the timeline is the local backend's.
 
 Tables equal the local backend's for the same seed (host-time columns aside): a client's batch
 order and (sequential path) dropout masks depend only on (seed, client, round), and the batched
@@ -170,7 +171,7 @@ class _Round:
     """A round in flight: the global model it trains from and where each result is."""
 
     flat: torch.Tensor
-    where: dict[int, Any]  # client -> the ObjectRef of its actor's results
+    where: dict[int, Any]  # client -> the ObjectRef of its unit's results
     got: dict[Any, dict[int, TrainOutcome]] = field(default_factory=dict)  # ref -> results
 
 
@@ -230,11 +231,10 @@ class RayTrainer:
         state_ref = ray.put(dict(global_state))  # shipped once, read by every actor
         where: dict[int, Any] = {}
         for actor, share in zip(self.actors, split_units(units, self.jobs, len(self.actors))):
-            if not share:
-                continue
-            members = [c for u in share for c in u.cids]
-            ref = actor.train.remote(rnd, state_ref, {c: self.jobs[c] for c in members}, share)
-            where.update(dict.fromkeys(members, ref))
+            for unit in share:  # one call per unit: its clients' results come back as it ends
+                ref = actor.train.remote(rnd, state_ref, {c: self.jobs[c] for c in unit.cids},
+                                         [unit])
+                where.update(dict.fromkeys(unit.cids, ref))
         self._rounds[rnd] = _Round(flat, where)
 
 
