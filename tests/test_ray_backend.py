@@ -124,3 +124,20 @@ def test_a_shared_tensor_keeps_its_strides(ray_instance):
     t = t.as_strided(t.shape, (4, 1, 2, 1))
     back = SharedTensor.put(t).get()
     assert back.stride() == (4, 1, 2, 1) and torch.equal(back, t)
+
+
+def test_the_actors_are_gone_after_an_error(ray_instance):
+    """The engine enters ray_trainer in an ExitStack: an error (or Ctrl-C) inside kills them."""
+    from fedsim.ray_backend import ActorSpec, ray_trainer
+    from fedsim.trainers import Kernels
+
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    spec = ActorSpec(0, LocalWork(1, None, 4, 0.1, 0.0, 0.0), False, 2, Kernels(), 1)
+    held = []
+    with (pytest.raises(RuntimeError, match="boom"),
+          ray_trainer(model, model, x, y, {}, spec, "cpu", 2) as (_, info)):
+        held.append((info["ray_actors"], ray.available_resources().get("CPU", 0)))
+        raise RuntimeError("boom")
+    assert held == [(2, 0)] and _cpus_freed()
+    assert _cpus_freed()
