@@ -13,7 +13,7 @@ world; ``run_info`` ``setup_host_seconds``); ``host_s_per_round`` (mean of the r
 ``host_seconds`` over rounds 1..R: selection, training, encoding, aggregation);
 ``run_s`` (the whole ``run()``, tables included); ``peak_rss_mb`` (the process's maximum resident
 set, ``ru_maxrss``); ``baseline_rss_mb`` (after imports); ``clients_built``; ``final_accuracy``.
-The CSV is rewritten after each count.
+The CSV is rewritten after each count. Local against Ray backend speed: ``benchmarks/ray_speed.py``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -16,6 +17,7 @@ from fedsim.checkpoint import Checkpointer, check_resumable
 from fedsim.data import DataError
 from fedsim.outdir import OutputError, check_output
 from fedsim.placement import DEVICE_PATTERN, DeviceUnavailableError
+from fedsim.ray_backend import RayBackendError
 from fedsim.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger("fedsim")
@@ -35,6 +37,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", metavar="DEVICE", type=_torch_device,
                    help="torch device for training: auto, cpu, cuda, cuda:N or guard "
                         "(sets compute.torch_device; simulated times and bytes do not change)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="train on the Ray cluster at ADDR, e.g. 10.0.0.1:6379 (sets "
+                        "compute.backend=ray; without it, compute.backend: ray starts a local "
+                        "Ray instance for the command)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="save the run's state every N rounds (beside the output folder)")
     p.add_argument("--resume", action="store_true",
@@ -53,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.results import format_summary, summary, write_results
 
     overrides = args.overrides + ([f"compute.torch_device={args.device}"] if args.device else [])
+    overrides += ["compute.backend=ray"] if args.ray_address else []
     scenario = load_scenario(args.scenario, overrides)
     runs = scenario.runs
     if args.scheme:
@@ -66,24 +73,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     ckpt = _checkpointer(args, runs, out)
     log.info("scenario %s: %d scheme(s) -> %s", scenario.name, len(runs), out)
     results = []
-    for cfg in runs:
-        done = ckpt.load_done(cfg) if ckpt is not None else None
-        if done is not None:  # finished before the interruption
-            results.append(RunResult(cfg, **done))
-            continue
-        try:
-            results.append(run(cfg, progress=not args.quiet, checkpoint=ckpt))
-        except DataError as exc:  # name the scenario file and section, as for config errors
-            raise DataError(f"{args.scenario}: data: {exc}") from None
-        if ckpt is not None:
-            ckpt.save_done(results[-1])
-        if not args.quiet:
-            row = summary(results[-1:]).iloc[0]
-            outcome = (f"diverged in round {row.diverged_round}" if row.status == "diverged"
-                       else f"final accuracy {row.final_accuracy:.4f}")
-            print(f"{row.scheme} (seed {row.seed}): {outcome} after {row.rounds} rounds, "
-                  f"{row.sim_time_s:.1f} s simulated, {row.host_seconds:.1f} s host",
-                  file=sys.stderr)
+    with _ray_session(runs, args.ray_address):  # one Ray connection for all schemes
+        for cfg in runs:
+            done = ckpt.load_done(cfg) if ckpt is not None else None
+            if done is not None:  # finished before the interruption
+                results.append(RunResult(cfg, **done))
+                continue
+            try:
+                results.append(run(cfg, progress=not args.quiet, checkpoint=ckpt))
+            except DataError as exc:  # name the scenario file and section, as for config errors
+                raise DataError(f"{args.scenario}: data: {exc}") from None
+            if ckpt is not None:
+                ckpt.save_done(results[-1])
+            if not args.quiet:
+                row = summary(results[-1:]).iloc[0]
+                outcome = (f"diverged in round {row.diverged_round}" if row.status == "diverged"
+                           else f"final accuracy {row.final_accuracy:.4f}")
+                print(f"{row.scheme} (seed {row.seed}): {outcome} after {row.rounds} rounds, "
+                      f"{row.sim_time_s:.1f} s simulated, {row.host_seconds:.1f} s host",
+                      file=sys.stderr)
     write_results(out, scenario.resolved, results)
     if ckpt is not None:
         ckpt.clear()
@@ -91,6 +99,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(format_summary(summary(results)))
         print(f"tables written to {out}/")
     return 0
+
+
+def _ray_session(runs: list, address: str | None) -> contextlib.AbstractContextManager:
+    """Ray, connected (or a local instance started) for the runs that train on it."""
+    if not any(cfg.compute.backend == "ray" for cfg in runs):
+        return contextlib.nullcontext()
+    from fedsim.ray_backend import ray_session
+
+    return ray_session(address)
 
 
 def _checkpointer(args: argparse.Namespace, runs: list, out: Path) -> Checkpointer | None:
@@ -157,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ScenarioError, DataError, DeviceUnavailableError, OutputError) as exc:
+    except (ScenarioError, DataError, DeviceUnavailableError, OutputError, RayBackendError) as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -119,10 +120,21 @@ def client_partition(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
 
 
 def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | None = None,
-        hooks: EngineHooks | None = None) -> RunResult:
+        ray_address: str | None = None, hooks: EngineHooks | None = None) -> RunResult:
     """Simulate one run and return its tables (resuming from and writing ``checkpoint``;
-    calling ``hooks`` as things happen)."""
-    hooks = hooks or EngineHooks()
+    calling ``hooks`` as things happen).
+
+    ``ray_address``: the Ray cluster of ``compute.backend: ray`` (default: the one this process
+    is connected to, else a local instance started for the run).
+    """
+    with contextlib.ExitStack() as resources:  # e.g. Ray actors: released on any exit
+        return _simulate(cfg, progress, checkpoint, ray_address, resources,
+                         hooks or EngineHooks())
+
+
+def _simulate(cfg: RunConfig, progress: bool, checkpoint: Checkpointer | None,
+              ray_address: str | None, resources: contextlib.ExitStack,
+              hooks: EngineHooks) -> RunResult:
     h_setup = time.perf_counter()
     torch.use_deterministic_algorithms(True, warn_only=True)
     placement = resolve_placement(cfg.compute.torch_device)
@@ -176,8 +188,8 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     work = LocalWork(cfg.training.local_epochs, cfg.training.local_steps, cfg.training.batch_size,
                      cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
     jobs: dict[int, ClientJob] = {}
-    trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
-                       placement.tensor(data.y_train), placement, jobs, work)
+    trainer, trainer_info = _trainer(cfg, model, data, placement, jobs, work, ray_address,
+                                     resources)
 
     def make_client(cid: int, inbox: simpy.FilterStore) -> Client:
         return _started(hooks, Client(
@@ -243,7 +255,7 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     attacks = harness.finish() if harness is not None else (pd.DataFrame(), {})
     return _tables(cfg, recorder, evals, data, parts, attacks, info={
         "dataset_source": data.source, "train_flops_per_sample": flops_per_sample,
-        "trainer": type(trainer).__name__, "setup_host_seconds": setup_s,
+        "trainer": type(trainer).__name__, **trainer_info, "setup_host_seconds": setup_s,
         "clients_built": len(jobs),
         "unused_updates": f"trained ({skip_why})" if skip_why else "skipped",
         "updates_trained": len(recorder.outcomes),
@@ -287,14 +299,28 @@ def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCo
     return why[0] if why else ""
 
 
-def _trainer(cfg: RunConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             placement: Placement, jobs: dict[int, ClientJob], work: LocalWork) -> Trainer:
-    """The run's local-training service (``compute.trainer``)."""
+def _trainer(cfg: RunConfig, host_model: torch.nn.Module, data: Dataset, placement: Placement,
+             jobs: dict[int, ClientJob], work: LocalWork, ray_address: str | None,
+             resources: contextlib.ExitStack) -> tuple[Trainer, dict[str, Any]]:
+    """The run's local-training service (``compute.backend``, ``compute.trainer``) and its
+    run_info entries; its model is a device copy of ``host_model``, which the engine also
+    evaluates with."""
+    c = cfg.compute
     kernels = Kernels(cfg.training.compile, cfg.training.precision)
-    if cfg.compute.trainer == "batched":
-        return BatchedTrainer(model, x, y, placement, jobs, cfg.seed, work,
-                              cfg.compute.max_batch_clients, kernels)
-    return SequentialTrainer(model, x, y, placement, jobs, cfg.seed, kernels)
+    model = placement.module(copy.deepcopy(host_model))
+    if c.backend == "ray":
+        from fedsim.ray_backend import ActorSpec, ray_trainer
+
+        spec = ActorSpec(cfg.seed, work, c.trainer == "batched", c.max_batch_clients, kernels,
+                         c.ray_threads_per_actor)
+        return resources.enter_context(ray_trainer(
+            model, host_model, data.x_train, data.y_train, jobs, spec, c.torch_device,
+            c.ray_actors, ray_address))
+    x, y = placement.tensor(data.x_train), placement.tensor(data.y_train)
+    if c.trainer == "batched":
+        return BatchedTrainer(model, x, y, placement, jobs, cfg.seed, work, c.max_batch_clients,
+                              kernels), {}
+    return SequentialTrainer(model, x, y, placement, jobs, cfg.seed, kernels), {}
 
 
 def _drive(env, server, recorder, cfg, model, data, placement: Placement, eval_domain, progress,

@@ -112,6 +112,21 @@ def client_batches(seed: int, cid: int, rnd: int, job: ClientJob) -> list[torch.
     return [job.indices[b] for b in order]
 
 
+def cohort_chunks(cids: Sequence[int], jobs: Mapping[int, ClientJob], work: LocalWork,
+                  max_clients: int) -> tuple[list[list[int]], list[int]]:
+    """How the batched trainer splits a cohort (slot order): the clients with the run's common
+    ``work`` in chunks of at most ``max_clients`` (chunk ``i`` draws its dropout masks from
+    stream ``i``), and the clients that train one by one (their own work)."""
+    common = [c for c in cids if jobs[c].work == work]
+    alone = [c for c in cids if jobs[c].work != work]
+    return [common[s:s + max_clients] for s in range(0, len(common), max_clients)], alone
+
+
+def flat_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A state's entries as one flat float32 host vector (to tell models apart)."""
+    return torch.cat([v.detach().reshape(-1).float().cpu() for v in state.values()])
+
+
 class SequentialTrainer:
     """Trains each client on one shared model when it asks (the reference path)."""
 
@@ -171,7 +186,7 @@ class BatchedTrainer:
         if kernels.compile:
             step = torch.compile(step, mode=_compile_mode(placement))
         self._step = placement.kernel(step)
-        self._cohorts: dict[int, list[int]] = {}
+        self._cohorts: dict[int, list[list[int]]] = {}  # round -> its chunks
         self._done: dict[tuple[int, int], TrainOutcome] = {}
         self._global: dict[int, torch.Tensor] = {}  # round -> flat global model it was trained from
         self._names = list(model.state_dict())
@@ -179,8 +194,7 @@ class BatchedTrainer:
 
     def cohort(self, rnd: int, cids: Sequence[int]) -> None:
         """The server sent round ``rnd``'s model to ``cids``: they will be trained together."""
-        self._cohorts[rnd] = [c for c in cids if self.jobs[c].work == self.work]
-        alone = [c for c in cids if self.jobs[c].work != self.work]
+        self._cohorts[rnd], alone = cohort_chunks(cids, self.jobs, self.work, self.max_clients)
         if alone:
             log.info("round %d: clients %s train one by one (their local work differs from the "
                      "run's, e.g. attack-friendly targets)", rnd, alone)
@@ -190,15 +204,14 @@ class BatchedTrainer:
 
     def train(self, cid: int, rnd: int, global_state: Mapping[str, torch.Tensor]) -> TrainOutcome:
         """Client ``cid``'s result; the first call of a round trains its whole cohort."""
-        if cid not in self._cohorts.get(rnd, ()):
+        if not any(cid in chunk for chunk in self._cohorts.get(rnd, ())):
             return self.sequential.train(cid, rnd, global_state)
-        flat = torch.cat([v.detach().reshape(-1).float().cpu() for v in global_state.values()])
+        flat = flat_state(global_state)
         if rnd not in self._global:
             self._global[rnd] = flat
-            cohort = self._cohorts[rnd]
-            for start in range(0, len(cohort), self.max_clients):
-                self._train_chunk(rnd, cohort[start:start + self.max_clients], global_state,
-                                  start // self.max_clients)
+            for chunk, cids in enumerate(self._cohorts[rnd]):
+                self._done.update({(rnd, c): o for c, o in
+                                   self.train_chunk(rnd, cids, global_state, chunk).items()})
         elif not torch.equal(flat, self._global[rnd]):
             log.warning("round %d: client %d starts from another model than its cohort; "
                         "it trains alone", rnd, cid)
@@ -209,8 +222,10 @@ class BatchedTrainer:
             self._cohorts.pop(rnd, None)
         return outcome
 
-    def _train_chunk(self, rnd: int, cids: list[int], global_state: Mapping[str, torch.Tensor],
-                     chunk: int) -> None:
+    def train_chunk(self, rnd: int, cids: list[int], global_state: Mapping[str, torch.Tensor],
+                    chunk: int) -> dict[int, TrainOutcome]:
+        """Train ``cids`` (all with the run's common work) together from ``global_state``, as
+        chunk number ``chunk`` of round ``rnd`` (its dropout stream); states are on the host."""
         h0 = time.perf_counter()
         k, w = len(cids), self.work
         self.model.load_state_dict(global_state, strict=False)
@@ -243,12 +258,13 @@ class BatchedTrainer:
         host = {n: v.detach().cpu() for n, v in stacks.items()}
         losses = loss_sum.double().cpu()
         seconds = (time.perf_counter() - h0) / k
+        out = {}
         for i, cid in enumerate(cids):
             taken = [g.rows.shape[1] for groups in steps for g in groups if i in g.members]
             state = {n: host[n][i] for n in self._names}
             mean = float(losses[i]) / sum(taken) if taken else 0.0
-            self._done[(rnd, cid)] = TrainOutcome(
-                state, LocalTrainResult(len(taken), sum(taken), mean), seconds)
+            out[cid] = TrainOutcome(state, LocalTrainResult(len(taken), sum(taken), mean), seconds)
+        return out
 
     def _loss(self, params, buffers, xb, yb):
         with autocast(xb.device, self.kernels.precision):

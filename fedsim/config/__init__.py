@@ -322,6 +322,14 @@ class ComputeConfig(Strict):
     #: not exact and says why in run_info). ``train``: every selected client trains. Tables are
     #: the same either way.
     stragglers: Literal["skip", "train"] = "skip"
+    #: where local training runs: ``local`` (this process) or ``ray`` (actors of a Ray cluster,
+    #: fedsim/ray_backend.py; ``fedsim run --ray-address``). Tables are the same either way.
+    backend: Literal["local", "ray"] = "local"
+    #: Ray actors that train (``backend: ray``); default: one per GPU of the cluster (when
+    #: ``torch_device`` allows CUDA), else one per ``ray_threads_per_actor`` CPU cores
+    ray_actors: PosInt | None = None
+    #: PyTorch CPU threads of each Ray actor (and the CPU cores it reserves)
+    ray_threads_per_actor: PosInt = 1
 
     @field_validator("device")
     @classmethod
