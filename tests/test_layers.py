@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wire, seeds & files", ("fedsim.message", "fedsim.wire", "fedsim.rng", "fedsim.devices",
                              "fedsim.cachefile", "fedsim.outdir")),
     ("learning", ("fedsim.data", "fedsim.models", "fedsim.flops", "fedsim.training",
-                  "fedsim.placement", "fedsim.trainers")),
+                  "fedsim.placement", "fedsim.trainers", "fedsim.ray_backend")),
     ("transforms", ("fedsim.domain", "fedsim.codecs", "fedsim.keynet", "fedsim.enn", "fedsim.privacy",
                     "fedsim.attacks")),
     ("SimPy processes", ("fedsim.network", "fedsim.nodes", "fedsim.recorder")),
