@@ -86,7 +86,7 @@ def test_bad_slots_and_payloads_raise(codec):
     with pytest.raises(ValueError):
         codec.aggregate([p, p], [0.5, 0.5], [1, 1], numel=40)
     with pytest.raises(ValueError):
-        codec.aggregate([p], [1.0], [3], numel=40)
+        codec.aggregate([p], [1.0], [-1], numel=40)
     with pytest.raises(ValueError):
         codec.aggregate([p], [1.0], [0], numel=41)
 

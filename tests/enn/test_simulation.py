@@ -91,7 +91,7 @@ def test_encoder_download_counted_once_per_client():
 def test_dropout_fallback_round_completes(monkeypatch):
     """A selected client drops out: the server decodes the k < N reporters (zero codes + N/k)."""
     seen: dict[bytes, torch.Tensor] = {}
-    calls: list[tuple[EnnCodec, list[bytes], torch.Tensor]] = []
+    calls: list[tuple[EnnCodec, list[bytes], list[int], torch.Tensor]] = []
     encode, aggregate = EnnCodec.encode, EnnCodec.aggregate
 
     def spy_encode(self, update, *, seed, slot, rnd=0):
@@ -101,7 +101,7 @@ def test_dropout_fallback_round_completes(monkeypatch):
 
     def spy_aggregate(self, payloads, weights, slots, *, numel):
         out = aggregate(self, payloads, weights, slots, numel=numel)
-        calls.append((self, list(payloads), out))
+        calls.append((self, list(payloads), list(slots), out))
         return out
 
     monkeypatch.setattr(EnnCodec, "encode", spy_encode)
@@ -117,12 +117,12 @@ def test_dropout_fallback_round_completes(monkeypatch):
     assert len(calls) == (rounds["n_completed"] > 0).sum()
     short_calls = [c for c in calls if len(c[1]) < 3]
     assert short_calls
-    for codec, payloads, out in short_calls:
-        # the documented fallback, by hand: reporters in slots 0..k-1, zero-update codes after
+    for codec, payloads, slots, out in short_calls:
+        # the documented fallback, by hand: reporters in their slots, zero-update codes elsewhere
         k, big_n, m = len(payloads), codec.config.slots, codec.config.m
         codes = codec.net.encode(torch.zeros(codec.config.n)).expand(out.numel() // CHUNK + 1,
                                                                         big_n, m).clone()
-        for slot, p in enumerate(payloads):
+        for slot, p in zip(slots, payloads, strict=True):
             codes[:, slot] = codec.net.encode(codec.scale * torch.nn.functional.pad(
                 seen[p], (0, codes.shape[0] * CHUNK - out.numel())).view(-1, CHUNK))
         expected = codec.net.decode_mean(codes).reshape(-1)[:out.numel()] * big_n / k / codec.scale
