@@ -12,10 +12,10 @@ import pytest
 from fedsim import engine
 from fedsim.config import RunConfig
 from fedsim.devices import draw
+from fedsim.hooks import EngineHooks
 from fedsim.nodes.availability import Availability
 from fedsim.rng import numpy_rng
 from fedsim.scenario import load_scenario
-from fedsim.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET5_PARAMS = 61_706
@@ -57,27 +57,25 @@ def test_same_seed_identical_with_dropout_unavailability_overcommit():
     assert not np.allclose(a.rounds["test_loss"], other_seed.rounds["test_loss"])
 
 
-def _run_recording_weights(cfg: RunConfig, monkeypatch) -> tuple[engine.RunResult, list[str]]:
-    """Run, and hash the global model's weights at every evaluation."""
+def _run_recording_weights(cfg: RunConfig) -> tuple[engine.RunResult, list[str]]:
+    """Run, and hash the global model's weights at every round (engine hook)."""
     hashes: list[str] = []
 
-    def recording(model, x, y, *args, **kwargs):
+    def recording(rnd, state):
         h = hashlib.sha256()
-        for tensor in model.state_dict().values():
-            h.update(tensor.detach().cpu().numpy().tobytes())
+        for tensor in state.values():
+            h.update(tensor.numpy().tobytes())
         hashes.append(h.hexdigest())
-        return evaluate(model, x, y, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", recording)
-    return engine.run(cfg), hashes
+    return engine.run(cfg, hooks=EngineHooks(on_global_model=recording)), hashes
 
 
-def test_halving_uplink_bandwidth_slows_rounds_but_not_learning(monkeypatch):
+def test_halving_uplink_bandwidth_slows_rounds_but_not_learning():
     short = ("rounds=2", "data.train_limit=600", "data.test_limit=300")
     full = config("quickstart", *short)
     half = config("quickstart", *short, f"network.clients.uplink_bps={full.network.clients.uplink_bps / 2}")
-    base, base_w = _run_recording_weights(full, monkeypatch)
-    slow, slow_w = _run_recording_weights(half, monkeypatch)
+    base, base_w = _run_recording_weights(full)
+    slow, slow_w = _run_recording_weights(half)
 
     dur = lambda r: (r.rounds["sim_time_end"] - r.rounds["sim_time_start"]).to_numpy()[1:]
     assert (dur(slow) > dur(base)).all(), (dur(base), dur(slow))

@@ -132,22 +132,10 @@ def inverting_attack(
 ) -> AttackResult:
     """Reconstruct the private batch by cosine gradient matching with signed Adam.
 
-    Parameters
-    ----------
-    observation
-        Observed tensors and the forward model that simulates them.
-    config
-        Frozen hyperparameters.
-    seed
-        Seed of the restarts' random initialisations.
-    labels
-        True labels, only with ``label_strategy="known"`` (assumed knowledge).
-
-    Returns
-    -------
-    AttackResult
-        The final iterate of the restart with the lowest gradient loss (TV excluded); ground
-        truth is never consulted.
+    The arguments are :func:`fedsim.attacks.dlg.dlg_attack`'s, with ``config`` the frozen IG
+    hyperparameters and ``seed`` seeding the restarts' random initialisations. Returns the final
+    iterate of the restart with the lowest gradient loss (TV excluded); ground truth is never
+    consulted.
     """
     start = time.perf_counter()
     hard = resolve_labels(observation, config.label_strategy, labels)
