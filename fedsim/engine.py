@@ -34,10 +34,13 @@ from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.policy import AveragingPolicy, FedBuffPolicy
 from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
+from fedsim.nodes.secagg_client import SecAggClient
+from fedsim.nodes.secagg_server import SecAggServer
 from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
+from fedsim.secagg import Ring
 from fedsim.trainers import (
     BatchedTrainer,
     ClientJob,
@@ -182,15 +185,21 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
     trainer = _trainer(cfg, placement.module(copy.deepcopy(model)), placement.tensor(data.x_train),
                        placement.tensor(data.y_train), placement, jobs, work)
 
+    sa = cfg.secure_aggregation
+    ring = Ring(sa.modulus_bits, sa.fixed_point_bits) if sa.kind == "bonawitz" else None
+
     def make_client(cid: int, inbox: simpy.FilterStore) -> Client:
-        return _started(hooks, Client(
+        weight = len(parts[cid]) if cfg.selection.weighting == "samples" else 1
+        secagg = ({} if ring is None else
+                  {"ring": ring, "weight": weight, "dropout_before": sa.dropout_before})
+        return _started(hooks, (Client if ring is None else SecAggClient)(
             env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
             await_init=crypto.init_broadcast is not None, pre_codec=pre_codec,
-            defer_training=not skip_why))
+            defer_training=not skip_why, **secagg))
 
     skip_why = _train_unused_reason(cfg, harness, codec)
 
@@ -219,12 +228,14 @@ def run(cfg: RunConfig, *, progress: bool = False, checkpoint: Checkpointer | No
         policy = AveragingPolicy(codec, clients_per_round=m, overcommit=cfg.selection.overcommit,
                                  weighting=cfg.selection.weighting, sample_counts=sample_counts,
                                  numel=crypto.eval_domain.numel, selection_seed=selection_seed)
-        server = Server(env, router, server_inbox, codec, policy, settings, list(range(n)),
-                        availability, recorder, initial, init_broadcast=crypto.init_broadcast,
-                        # eager: the server reaches only the trainer, never the clients' key material
-                        on_dispatch=trainer.cohort if eager else population.dispatch,
-                        # deferred training: the cohort that trains is the one aggregated
-                        on_accepted=None if skip_why else trainer.cohort)
+        secagg = {} if ring is None else {"ring": ring, "threshold": sa.threshold}
+        server = (Server if ring is None else SecAggServer)(
+            env, router, server_inbox, codec, policy, settings, list(range(n)), availability,
+            recorder, initial, init_broadcast=crypto.init_broadcast,
+            # eager: the server reaches only the trainer, never the clients' key material
+            on_dispatch=trainer.cohort if eager else population.dispatch,
+            # deferred training: the cohort that trains is the one aggregated
+            on_accepted=None if skip_why else trainer.cohort, **secagg)
     _started(hooks, server)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
@@ -276,6 +287,8 @@ def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCo
     training can wait until the server uses it)."""
     why = [what for what, bad in (
         ("compute.stragglers: train", cfg.compute.stragglers == "train"),
+        ("secure_aggregation: a client masks its update before the server knows who survives",
+         cfg.secure_aggregation.kind != "none"),
         ("aggregation.mode async: every arrival is used", cfg.aggregation.mode == "async"),
         ("compute.timing measured: compute time is the host's training time",
          cfg.compute.timing == "measured"),
