@@ -614,6 +614,10 @@ class RunConfig(Strict):
         if self.clients_per_round() < 2:
             raise ValueError("secure_aggregation needs at least 2 clients per round, got "
                              f"{self.clients_per_round()}")
+        if self.attack is not None and max(self.attack.rounds) >= self.rounds:
+            raise ValueError(f"attack.rounds: round {max(self.attack.rounds)}'s aggregate under "
+                             f"secure_aggregation is seen in the next round's model; rounds "
+                             f"({self.rounds}) must exceed it")
 
     def concurrency(self) -> int:
         """Clients training at once in async mode (default: clients per round)."""

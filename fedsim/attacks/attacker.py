@@ -9,6 +9,11 @@ messages its threat model lets it see, as they arrive:
 * ``key_agent``: a compromised key agent colluding with the server: the server's view plus the
   KeyNet keys it generated.
 
+Under secure aggregation nobody sees a single update: an adversary that saw round ``r``'s and
+round ``r + 1``'s global models attacks their difference, the aggregate of round ``r``'s
+survivors (the ``sa_unmask`` message names them), as one SGD step on their images together
+(:mod:`fedsim.attacks.aggregate`).
+
 After the run, :meth:`AttackHarness.finish` builds each adversary's observations from the
 captured bytes alone (plus public knowledge: architecture, lr, batching), attacks them, and only
 then scores the reconstructions against the private data, which adversaries never touch.
@@ -26,7 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fedsim.attacks import adapters
+from fedsim.attacks import adapters, aggregate
 from fedsim.attacks.dlg import DlgConfig, dlg_attack
 from fedsim.attacks.inverting import InvertingConfig, cosine_distance, inverting_attack
 from fedsim.attacks.metrics import evaluate, psnr
@@ -55,6 +60,7 @@ class Adversary:
         self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
         self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
         self.layout_payload: bytes | None = None  # the published KeyNet layout, if it saw it
+        self.unmask: dict[int, bytes] = {}  # round -> a captured sa_unmask (SecAgg survivors)
 
     def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
         """Whether the threat model gives this adversary ``msg``."""
@@ -77,6 +83,8 @@ class Adversary:
             self.init_payload = msg.payload
         elif msg.kind == "keynet_layout":
             self.layout_payload = msg.payload
+        elif msg.kind == "sa_unmask":
+            self.unmask[msg.round] = msg.payload
 
 
 def _attack_config(a: AttackConfig, strategy: str, encrypted: bool) -> DlgConfig | InvertingConfig:
@@ -230,6 +238,15 @@ class AttackHarness:
         rows: list[dict[str, Any]] = []
         grids: dict[str, list[tuple[Tensor, Tensor, float]]] = defaultdict(list)
         for adv in self.adversaries:
+            if self.cfg.secure_aggregation.kind != "none":
+                scored = [self._score(adv, "aggregate", "plain", obs, inputs, labels, rnd, -1,
+                                      t, aggregate_clients=r)
+                          for t, (rnd, r, obs, inputs, labels) in
+                          enumerate(aggregate.observations(self, adv))]
+                grids[f"{adv.kind}_aggregate"] += [row.pop("_images") for row in scored
+                                                   if "_images" in row]
+                rows += scored
+                continue
             targets = sorted((r, c) for (r, c) in adv.models
                              if r in self.a.rounds and self.targeted(c)
                              and c in dict(adv.updates.get(r, [])))[: self.a.max_targets]
@@ -247,13 +264,15 @@ class AttackHarness:
         return pd.DataFrame(rows), files
 
     def _score(self, adv: Adversary, iso: str, domain: str, obs: Observation | str,
-               inputs: Tensor, labels: Tensor, rnd: int, cid: int, t_index: int) -> dict[str, Any]:
+               inputs: Tensor, labels: Tensor, rnd: int, cid: int, t_index: int,
+               **extra: Any) -> dict[str, Any]:
+        """One attacks-table row (``cid`` -1: an aggregate; ``extra``: more columns)."""
         row: dict[str, Any] = {
             "scheme": self.cfg.scheme, "seed": self.cfg.seed, "adversary": adv.kind,
             "adversary_view": adv.name, "isolation": iso, "domain": domain, "round": rnd,
             "client": cid, "target": t_index, "n_images": int(inputs.shape[0]),
             "keys_captured": adv.key_payload is not None,
-            "mode": self.a.mode, "method": self.a.method,
+            "mode": self.a.mode, "method": self.a.method, **extra,
         }
         if isinstance(obs, str):
             return {**row, "status": f"not attacked: {obs}"}
@@ -269,7 +288,8 @@ class AttackHarness:
                                / sum((s**2).sum() for s in sim)))
         strategy = self._strategy(int(inputs.shape[0]))
         result = self._attack(obs, strategy, domain == "encrypted",
-                              seed_for(self.cfg.seed, "attack", rnd, cid), labels)
+                              seed_for(self.cfg.seed, "attack", rnd,
+                                       cid if cid >= 0 else "aggregate"), labels)
         metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
                            self.mean_image)
         row.update(status="attacked",
