@@ -30,7 +30,6 @@ class SecAggServer(Server):
     def __init__(self, *args, ring: Ring, threshold: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.ring, self.threshold = ring, threshold
-        self._answered: list[int] = []
 
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
@@ -42,54 +41,58 @@ class SecAggServer(Server):
             self._send_model(rnd, slot, cid, payload)
         proto = ServerRound(self.ring, self.global_wire.numel(),
                             threshold_count(self.threshold, len(selected)))
-        dropouts = [0]
-        survivors: list[int] = []
-        status = "ok"
+        dropouts, survivors, status = 0, [], "ok"
+        waiting: list[int] = []  # clients waiting for the server's next message
         try:
             advertised: dict[int, bytes] = {}
-            yield from self._collect(rnd, "sa_advertise", selected, advertised.__setitem__, dropouts)
+            dropouts += yield from self._collect(rnd, "sa_advertise", selected,
+                                                 advertised.__setitem__)
+            waiting = sorted(advertised)
             keys = proto.key_list(advertised)
-            self._tell(rnd, "sa_keys", advertised, lambda _: keys)
+            self._tell(rnd, "sa_keys", waiting, lambda _: keys)
             shares: dict[int, bytes] = {}
-            yield from self._collect(rnd, "sa_shares", advertised, shares.__setitem__, dropouts)
+            dropouts += yield from self._collect(rnd, "sa_shares", waiting, shares.__setitem__)
+            waiting = sorted(shares)
             routed = proto.route(shares)
-            self._tell(rnd, "sa_routed", shares, routed.__getitem__)
-            yield from self._collect(rnd, "masked_update", shares,
-                                     lambda c, p: (proto.add_masked(c, p), survivors.append(c)),
-                                     dropouts)
+            self._tell(rnd, "sa_routed", waiting, routed.__getitem__)
+            dropouts += yield from self._collect(
+                rnd, "masked_update", waiting,
+                lambda c, p: (proto.add_masked(c, p), survivors.append(c)))
+            waiting = sorted(survivors)
             request = proto.unmask_request()
-            self._tell(rnd, "sa_unmask", survivors, lambda _: request)
+            self._tell(rnd, "sa_unmask", waiting, lambda _: request)
             reveals: dict[int, bytes] = {}
-            yield from self._collect(rnd, "sa_reveal", survivors, reveals.__setitem__, dropouts)
+            dropouts += yield from self._collect(rnd, "sa_reveal", waiting, reveals.__setitem__)
+            waiting = []
             total = proto.unmask(reveals)
         except SecAggAbort as exc:
             status = f"aborted: {exc}"
-            self._tell(rnd, "sa_abort", self._answered, lambda _: ABORT)
+            self._tell(rnd, "sa_abort", waiting, lambda _: ABORT)
             survivors = []
         if survivors:
             self.recorder.aggregated.update((rnd, c) for c in survivors)
             self.global_wire = self.global_wire + self.ring.decode_mean(total)
             if not bool(torch.isfinite(self.global_wire).all()):
                 self.diverged_round = rnd
-        self._finish_round(rnd, t_start, h_start, selected, len(survivors), dropouts[0], 0,
-                           n_surplus=len(selected) - len(survivors) - dropouts[0])
+        self._finish_round(rnd, t_start, h_start, selected, len(survivors), dropouts, 0,
+                           n_surplus=len(selected) - len(survivors) - dropouts)
         self.recorder.rounds[-1]["secagg_status"] = status
 
     def _collect(self, rnd: int, kind: str, expected: Iterable[int],
-                 take: Callable[[int, bytes], object], dropouts: list[int]):
-        """Wait until each ``expected`` client sent ``kind`` (passed to ``take``) or dropped out."""
-        self._answered: list[int] = []  # told if the round aborts after this phase
+                 take: Callable[[int, bytes], object]):
+        """Wait until each ``expected`` client sent ``kind`` (passed to ``take`` with its id) or
+        dropped out; returns the number that dropped out."""
         waiting = {client_name(c) for c in expected}
+        dropouts = 0
         while waiting:
             msg = yield self.inbox.get(lambda m: m.round == rnd and m.src in waiting
                                        and m.kind in (kind, "dropout"))
             waiting.discard(msg.src)
             if msg.kind == "dropout":
-                dropouts[0] += 1
+                dropouts += 1
             else:
-                cid = int(msg.src.split("/")[1])
-                self._answered.append(cid)
-                take(cid, msg.payload)
+                take(int(msg.src.split("/")[1]), msg.payload)
+        return dropouts
 
     def _tell(self, rnd: int, kind: str, cids: Iterable[int],
               payload: Callable[[int], bytes]) -> None:
