@@ -37,11 +37,14 @@ from fedsim.nodes.key_agent import KeyAgent
 from fedsim.nodes.policy import AveragingPolicy, FedBuffPolicy
 from fedsim.nodes.population import Population
 from fedsim.nodes.router import Router
+from fedsim.nodes.secagg_client import SecAggClient
+from fedsim.nodes.secagg_server import SecAggServer
 from fedsim.nodes.server import Server, ServerSettings
 from fedsim.placement import Placement, resolve_placement
 from fedsim.privacy import central_noise, epsilon_column, private_codec
 from fedsim.recorder import Recorder
 from fedsim.rng import numpy_rng, seed_for
+from fedsim.secagg import Ring
 from fedsim.trainers import (
     BatchedTrainer,
     ClientJob,
@@ -191,15 +194,21 @@ def _simulate(cfg: RunConfig, progress: bool, checkpoint: Checkpointer | None,
     trainer, trainer_info = _trainer(cfg, model, data, placement, jobs, work, ray_address,
                                      resources)
 
+    sa = cfg.secure_aggregation
+    ring = Ring(sa.modulus_bits, sa.fixed_point_bits) if sa.kind == "bonawitz" else None
+
     def make_client(cid: int, inbox: simpy.FilterStore) -> Client:
-        return _started(hooks, Client(
+        weight = len(parts[cid]) if cfg.selection.weighting == "samples" else 1
+        secagg = ({} if ring is None else
+                  {"ring": ring, "weight": weight, "dropout_before": sa.dropout_before})
+        return _started(hooks, (Client if ring is None else SecAggClient)(
             env, router, inbox, cid, trainer, len(parts[cid]), flops_per_sample,
             ComputeModel(cfg.compute.timing, float(speeds[cid]), cfg.compute.measured_scale),
             codec, availability, recorder, cfg.seed, domain=crypto.client_domain,
             domain_from_key=crypto.domain_from_key,
             initial_state=initial_state if (crypto.init_by_client and cid == 0) else None,
             await_init=crypto.init_broadcast is not None, pre_codec=pre_codec,
-            defer_training=not skip_why))
+            defer_training=not skip_why, **secagg))
 
     skip_why = _train_unused_reason(cfg, harness, codec)
 
@@ -230,12 +239,14 @@ def _simulate(cfg: RunConfig, progress: bool, checkpoint: Checkpointer | None,
                                  weighting=cfg.selection.weighting, sample_counts=sample_counts,
                                  numel=crypto.eval_domain.numel, selection_seed=selection_seed,
                                  release=dp_server.release if dp_server is not None else None)
-        server = Server(env, router, server_inbox, codec, policy, settings, list(range(n)),
-                        availability, recorder, initial, init_broadcast=crypto.init_broadcast,
-                        # eager: the server reaches only the trainer, never the clients' key material
-                        on_dispatch=trainer.cohort if eager else population.dispatch,
-                        # deferred training: the cohort that trains is the one aggregated
-                        on_accepted=None if skip_why else trainer.cohort)
+        secagg = {} if ring is None else {"ring": ring, "threshold": sa.threshold}
+        server = (Server if ring is None else SecAggServer)(
+            env, router, server_inbox, codec, policy, settings, list(range(n)), availability,
+            recorder, initial, init_broadcast=crypto.init_broadcast,
+            # eager: the server reaches only the trainer, never the clients' key material
+            on_dispatch=trainer.cohort if eager else population.dispatch,
+            # deferred training: the cohort that trains is the one aggregated
+            on_accepted=None if skip_why else trainer.cohort, **secagg)
     _started(hooks, server)
     if crypto.key_payload is not None:
         router.connect(KeyAgent.name, Server.name, [ka_out, ingress])
@@ -287,6 +298,8 @@ def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCo
     training can wait until the server uses it)."""
     why = [what for what, bad in (
         ("compute.stragglers: train", cfg.compute.stragglers == "train"),
+        ("secure_aggregation: a client masks its update before the server knows who survives",
+         cfg.secure_aggregation.kind != "none"),
         ("aggregation.mode async: every arrival is used", cfg.aggregation.mode == "async"),
         ("compute.timing measured: compute time is the host's training time",
          cfg.compute.timing == "measured"),

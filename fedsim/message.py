@@ -15,6 +15,10 @@ KINDS = (
     "codec_setup",  # server -> client: codec state a client needs once (e.g. the ENN encoder)
     "key_request",  # client -> key agent
     "key",  # key agent -> client
+    # secure aggregation (fedsim.secagg.wire): client -> server
+    "sa_advertise", "sa_shares", "masked_update", "sa_reveal",
+    # secure aggregation: server -> client
+    "sa_keys", "sa_routed", "sa_unmask", "sa_abort",
 )
 
 

@@ -20,6 +20,15 @@ BYTES_COLUMN = {
     "key_request": "bytes_keys",
     "keynet_layout": "bytes_keys",
     "key": "bytes_keys",
+    # secure aggregation: its masked updates are uploads, its key and share traffic is key traffic
+    "masked_update": "bytes_up",
+    "sa_advertise": "bytes_keys",
+    "sa_keys": "bytes_keys",
+    "sa_shares": "bytes_keys",
+    "sa_routed": "bytes_keys",
+    "sa_unmask": "bytes_keys",
+    "sa_reveal": "bytes_keys",
+    "sa_abort": "bytes_keys",
 }
 
 

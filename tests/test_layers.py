@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("learning", ("fedsim.data", "fedsim.models", "fedsim.flops", "fedsim.training",
                   "fedsim.placement", "fedsim.trainers", "fedsim.ray_backend")),
     ("transforms", ("fedsim.domain", "fedsim.codecs", "fedsim.keynet", "fedsim.enn", "fedsim.privacy",
+                    "fedsim.secagg",
                     "fedsim.attacks")),
     ("SimPy processes", ("fedsim.network", "fedsim.nodes", "fedsim.recorder")),
     ("harness", ("fedsim.engine", "fedsim.hooks", "fedsim.encryption", "fedsim.keynet.setup",

@@ -46,6 +46,7 @@ class Adversary:
         self.key_payload: bytes | None = None  # a captured KeyNet key message: it decrypts
         self.init_payload: bytes | None = None  # a captured plaintext theta0 (init_by: server)
         self.layout_payload: bytes | None = None  # the published KeyNet layout, if it saw it
+        self.unmask: dict[int, bytes] = {}  # round -> a captured sa_unmask (SecAgg survivors)
 
     def sees(self, msg: Message, path: tuple[Link, ...]) -> bool:
         """Whether the threat model gives this adversary ``msg`` (sent along ``path``)."""
@@ -80,6 +81,8 @@ class Adversary:
             self.init_payload = msg.payload
         elif msg.kind == "keynet_layout":
             self.layout_payload = msg.payload
+        elif msg.kind == "sa_unmask":
+            self.unmask[msg.round] = msg.payload
 
 
 # -- eavesdropper ---------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ adversary's observations from the captured bytes alone (plus public knowledge: a
 batching, and what its class declares it holds), attacks them, and only then scores the
 reconstructions against the private data, which adversaries never touch. What the harness needs
 from the codec and the weight domain is typed in :mod:`fedsim.attacks.contracts`.
+
+Under secure aggregation nobody sees a single update: an adversary that saw round ``r``'s and
+round ``r + 1``'s global models attacks their difference, the aggregate of round ``r``'s
+survivors (the ``sa_unmask`` message names them), as one SGD step on their images together
+(:mod:`fedsim.attacks.aggregate`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from fedsim.attacks import adapters
+from fedsim.attacks import adapters, aggregate
 from fedsim.attacks.adversaries import Adversary
 from fedsim.attacks.contracts import KeyedDomain, SlotDecoder
 from fedsim.attacks.inverting import cosine_distance
@@ -187,6 +192,15 @@ class AttackHarness:
         rows: list[dict[str, Any]] = []
         grids: dict[str, list[tuple[Tensor, Tensor, float]]] = defaultdict(list)
         for adv in self.adversaries:
+            if self.cfg.secure_aggregation.kind != "none":
+                scored = [self._score(adv, "aggregate", "plain", obs, inputs, labels, rnd, -1,
+                                      t, aggregate_clients=r)
+                          for t, (rnd, r, obs, inputs, labels) in
+                          enumerate(aggregate.observations(self, adv))]
+                grids[f"{adv.kind}_aggregate"] += [row.pop("_images") for row in scored
+                                                   if "_images" in row]
+                rows += scored
+                continue
             targets = sorted((r, c) for (r, c) in adv.models
                              if r in self.a.rounds and self.targeted(c)
                              and c in dict(adv.updates.get(r, [])))[: self.a.max_targets]
@@ -204,13 +218,15 @@ class AttackHarness:
         return pd.DataFrame(rows), files
 
     def _score(self, adv: Adversary, iso: str, domain: str, obs: Observation | str,
-               inputs: Tensor, labels: Tensor, rnd: int, cid: int, t_index: int) -> dict[str, Any]:
+               inputs: Tensor, labels: Tensor, rnd: int, cid: int, t_index: int,
+               **extra: Any) -> dict[str, Any]:
+        """One attacks-table row (``cid`` -1: an aggregate; ``extra``: more columns)."""
         row: dict[str, Any] = {
             "scheme": self.cfg.scheme, "seed": self.cfg.seed, "adversary": adv.kind,
             "adversary_view": adv.name, "isolation": iso, "domain": domain, "round": rnd,
             "client": cid, "target": t_index, "n_images": int(inputs.shape[0]),
             "keys_captured": adv.key_payload is not None,
-            "mode": self.a.mode, "method": self.a.method,
+            "mode": self.a.mode, "method": self.a.method, **extra,
         }
         if isinstance(obs, str):
             return {**row, "status": f"not attacked: {obs}"}
@@ -227,7 +243,8 @@ class AttackHarness:
                                / sum((s**2).sum() for s in sim)))
         strategy = self._strategy(int(inputs.shape[0]))
         result = self._attack(obs, strategy, domain == "encrypted",
-                              seed_for(self.cfg.seed, "attack", rnd, cid), labels)
+                              seed_for(self.cfg.seed, "attack", rnd,
+                                       cid if cid >= 0 else "aggregate"), labels)
         metrics = evaluate(result.reconstruction, inputs, self.norm, result.labels, labels,
                            self.mean_image)
         row.update(status="attacked",

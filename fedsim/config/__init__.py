@@ -411,6 +411,38 @@ class PrivacyConfig(Strict):
     delta: Annotated[Float, Field(gt=0, lt=1)] = 1e-5
 
 
+class NoSecureAggregationConfig(Strict):
+    kind: Literal["none"] = "none"
+
+
+class BonawitzConfig(Strict):
+    """Secure aggregation (Bonawitz et al. 2017, semi-honest, with dropouts; docs/schemes.md).
+
+    ``threshold``: fraction of the round's selected clients needed to finish each protocol
+    round and to rebuild a secret (at least 2 clients). Updates are fixed point with
+    ``fixed_point_bits`` fractional bits in integers mod ``2^modulus_bits``. A client drawn to
+    drop out (``availability.p_dropout``) leaves before the protocol round ``dropout_before``.
+    """
+
+    kind: Literal["bonawitz"]
+    threshold: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    fixed_point_bits: Annotated[Int, Field(ge=0, le=62)] = 16
+    modulus_bits: Literal[32, 64] = 32
+    dropout_before: Literal["share_keys", "masked_input", "unmasking"] = "masked_input"
+
+    @model_validator(mode="after")
+    def _fits(self) -> BonawitzConfig:
+        if self.fixed_point_bits > self.modulus_bits - 2:
+            raise ValueError(f"fixed_point_bits ({self.fixed_point_bits}) must be at most "
+                             f"modulus_bits - 2 ({self.modulus_bits - 2})")
+        return self
+
+
+SecureAggregationConfig = Annotated[
+    NoSecureAggregationConfig | BonawitzConfig, Field(discriminator="kind")
+]
+
+
 # -- attacks -------------------------------------------------------------------------------------
 class DlgSettings(Strict):
     """DLG/iDLG hyperparameters (L-BFGS), pinned and recorded in every result row."""
@@ -490,6 +522,7 @@ class RunConfig(Strict):
     compute: ComputeConfig = ComputeConfig()
     codec: CodecConfig = Field({"kind": "identity"}, validate_default=True)
     encryption: EncryptionConfig = Field({"kind": "none"}, validate_default=True)
+    secure_aggregation: SecureAggregationConfig = NoSecureAggregationConfig()
     attack: AttackConfig | None = None
     privacy: PrivacyConfig | None = None
 
@@ -513,6 +546,8 @@ class RunConfig(Strict):
         self.encryption.check_run(self)
         if self.aggregation.mode == "async":
             self._check_async()
+        if self.secure_aggregation.kind != "none":
+            self._check_secure_aggregation()
         if self.model.width_mult != 1.0 and self.model.kind != "mobilenet_v2":
             raise ValueError(f"model.width_mult is only supported by mobilenet_v2, not "
                              f"{self.model.kind!r}")
@@ -537,6 +572,27 @@ class RunConfig(Strict):
         if agg.buffer_size > self.concurrency():
             raise ValueError(f"aggregation.buffer_size ({agg.buffer_size}) exceeds the clients "
                              f"training at once (aggregation.concurrency: {self.concurrency()})")
+
+    def _check_secure_aggregation(self) -> None:
+        sel = self.selection
+        why = [what for what, bad in (
+            (f"codec {self.codec.kind!r} (it masks fp32 updates: use codec identity)",
+             self.codec.kind != "identity"),
+            (f"encryption {self.encryption.kind!r}", self.encryption.kind != "none"),
+            ("aggregation.mode async", self.aggregation.mode == "async"),
+            ("selection.overcommit", sel.overcommit != 1.0),
+            ("selection.deadline_s", sel.deadline_s is not None),
+            ("privacy 'dp_fedavg' (the server's noise step is not part of the protocol)",
+             self.privacy is not None and self.privacy.kind == "dp_fedavg")) if bad]
+        if why:
+            raise ValueError(f"secure_aggregation cannot be combined with {why[0]}")
+        if self.clients_per_round() < 2:
+            raise ValueError("secure_aggregation needs at least 2 clients per round, got "
+                             f"{self.clients_per_round()}")
+        if self.attack is not None and max(self.attack.rounds) >= self.rounds:
+            raise ValueError(f"attack.rounds: round {max(self.attack.rounds)}'s aggregate under "
+                             f"secure_aggregation is seen in the next round's model; rounds "
+                             f"({self.rounds}) must exceed it")
 
     def concurrency(self) -> int:
         """Clients training at once in async mode (default: clients per round)."""
