@@ -214,7 +214,7 @@ class AttackHarness:
                         grids[f"{adv.kind}{'' if iso == 'none' else '_' + iso}"].append(
                             row.pop("_images"))
         files = {f"attack_{self.cfg.scheme}_{name}.png": _grid_png(items[: self.a.grid_images])
-                 for name, items in grids.items() if self.a.grid_images}
+                 for name, items in grids.items() if self.a.grid_images and items}
         return pd.DataFrame(rows), files
 
     def _score(self, adv: Adversary, iso: str, domain: str, obs: Observation | str,
