@@ -36,3 +36,14 @@ def test_attack_round_needs_a_next_round():
     with pytest.raises(ScenarioError, match=r"attack.rounds: round 2's aggregate .* rounds \(2\)"):
         build_scenario({**BASE, "attack": {**BASE["attack"], "rounds": [2]},
                         "schemes": {"secagg": {}}}, "t.yaml")
+
+
+def test_aggregate_of_untargeted_survivors_is_reported_not_attacked():
+    """Client 1 trains normally, so the aggregate is no single SGD step: a row says why, and the
+    run still writes its tables (no empty reconstruction grid)."""
+    attack = {**BASE["attack"], "clients": [0]}
+    result = run(build_scenario({**BASE, "attack": attack, "schemes": {"secagg": {}}},
+                                "test").runs[0])
+    assert list(result.attacks["status"]) == [
+        "not attacked: the aggregate of multi-step local training (use mode: friendly)"]
+    assert result.files == {}
