@@ -132,7 +132,9 @@ def privacy_tradeoff(table: pd.DataFrame, out: Path) -> Path | None:
     psnr = next((c for c in table.columns if c.startswith("median_psnr_")), None)
     if not len(table) or psnr is None:
         return None
-    t = table.reset_index()
+    t = table.reset_index().dropna(subset=[psnr])  # schemes whose server could not attack
+    if not len(t):
+        return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     sizes = 2000 * t["bytes_per_client_round"] / t["bytes_per_client_round"].max()
     palette = sns.color_palette("colorblind", len(t))
