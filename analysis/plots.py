@@ -132,20 +132,26 @@ def privacy_tradeoff(table: pd.DataFrame, out: Path) -> Path | None:
     psnr = next((c for c in table.columns if c.startswith("median_psnr_")), None)
     if not len(table) or psnr is None:
         return None
-    t = table.reset_index().dropna(subset=[psnr])  # schemes whose server could not attack
+    everyone = table.reset_index()
+    t = everyone.dropna(subset=[psnr])  # schemes whose server could not attack are left out
+    missing = sorted(set(everyone["scheme"]) - set(t["scheme"]))
     if not len(t):
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sizes = 2000 * t["bytes_per_client_round"] / t["bytes_per_client_round"].max()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sizes = 30 + 1500 * t["bytes_per_client_round"] / t["bytes_per_client_round"].max()
     palette = sns.color_palette("colorblind", len(t))
-    ax.scatter(t[psnr], t["final_accuracy"], s=sizes, c=palette, alpha=0.6, edgecolors="k")
-    for (_, row), color in zip(t.iterrows(), palette):
-        ax.annotate(f"{row['scheme']}\n{row['bytes_per_client_round'] / 1e3:,.0f} kB",
-                    (row[psnr], row["final_accuracy"]), fontsize=8, ha="center", va="center",
-                    color="black")
+    for (_, row), size, color in zip(t.iterrows(), sizes, palette):
+        ax.scatter(row[psnr], row["final_accuracy"], s=size, color=color, alpha=0.55,
+                   edgecolors="k",
+                   label=f"{row['scheme']}: {row['bytes_per_client_round'] / 1e3:,.0f} kB")
+    legend = ax.legend(title="scheme: bytes per client per round", fontsize=7, title_fontsize=8,
+                       loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=0.4)
+    for handle in legend.legend_handles:
+        handle.set_sizes([40])
     ax.set(xlabel="median attack PSNR under the honest-but-curious server (dB; lower = safer)",
            ylabel="final test accuracy")
-    ax.set_title("Privacy, accuracy and traffic (bubble area: bytes per client per round)",
+    ax.set_title("Privacy, accuracy and traffic (bubble area: bytes per client per round)"
+                 + (f"\nnot attacked, so not shown: {', '.join(missing)}" if missing else ""),
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(0.15)
