@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from analysis.cli import main as analysis_main
-from analysis.tables import bandwidth_table, load_results, thesis_table
+from analysis.plots import privacy_tradeoff
+from analysis.tables import Results, bandwidth_table, load_results, privacy_table, thesis_table
 from fedsim.cli import main
 from fedsim.sweep import LocalExecutor, load_sweep, run_sweep
 
@@ -87,3 +88,30 @@ def test_not_a_results_folder_exits_2(tmp_path, capsys):
     assert analysis_main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a fedsim results folder" in err
+
+
+def test_privacy_table_from_tables_only(tmp_path):
+    """Per scheme: accuracy, time, bytes per client-round (all byte columns over n_selected),
+    epsilon and the server's median PSNR; a scheme it did not attack has no PSNR."""
+    rounds = pd.DataFrame({
+        "run_id": ["a/0"] * 3 + ["b/0"] * 3, "round": [0, 1, 2] * 2,
+        "n_selected": [0, 4, 4] * 2, "bytes_up": [0, 400, 400, 0, 800, 800],
+        "bytes_down": [104, 400, 400, 0, 0, 0], "bytes_keys": [0] * 6,
+        "dp_epsilon": [0.0, 1.0, 2.0] * 2})
+    summary = pd.DataFrame({"run_id": ["a/0", "b/0"], "scheme": ["a", "b"], "seed": [0, 0],
+                            "final_accuracy": [0.9, 0.5], "time_to_target_s": [1.0, None],
+                            "target_accuracy": [0.5, 0.5]})
+    attacks = pd.DataFrame({"scheme": ["a", "a", "a", "b"], "adversary": ["server"] * 4,
+                            "psnr_db": [10.0, 30.0, 20.0, None]})
+    res = Results(tmp_path, rounds, pd.DataFrame(), summary, attacks)
+    table = privacy_table(res)
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "bytes_per_client_round"] == (104 + 2 * 800) / 8
+    assert table.loc["b", "bytes_per_client_round"] == 200
+    assert table.loc["a", "median_psnr_server_dB"] == 20.0
+    assert pd.isna(table.loc["b", "median_psnr_server_dB"])
+    assert table.loc["a", "dp_epsilon"] == 2.0
+    png = privacy_tradeoff(table, tmp_path / "p.png")
+    assert png is not None and png.stat().st_size > 0
+    assert privacy_table(Results(tmp_path, rounds, pd.DataFrame(), summary,
+                                 attacks.assign(adversary="eavesdropper"))).empty
