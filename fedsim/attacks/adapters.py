@@ -56,16 +56,9 @@ def split_flat(model: nn.Module, flat: Tensor, dtype: torch.dtype) -> list[Tenso
 class ScheduledSgdForwardModel:
     """Weight difference ``θ_K − θ_0`` of K plain SGD steps on given mini-batches (unrolled).
 
-    Parameters
-    ----------
-    model
-        Victim model at the broadcast weights ``θ_0`` (copied, cast, eval mode).
-    lr
-        Client learning rate (assumed known).
-    schedule
-        Step ``k`` uses candidate rows ``schedule[k]`` (assumed known batching order).
-    dtype
-        Precision of the simulation.
+    As :class:`~fedsim.attacks.observation.UnrolledFedAvgForwardModel` (``model`` at ``θ_0``,
+    known ``lr``, simulation ``dtype``), but step ``k`` uses the candidate rows ``schedule[k]``:
+    the client's real batching order, assumed known.
     """
 
     def __init__(self, model: nn.Module, lr: float, schedule: Sequence[Tensor],

@@ -12,7 +12,6 @@ from fedsim.message import Message
 from fedsim.nodes.server import Server, client_name
 from fedsim.secagg import Ring, SecAggAbort, ServerRound, threshold_count
 from fedsim.secagg.wire import ABORT
-from fedsim.wire import pack_vector
 
 
 class SecAggServer(Server):
@@ -33,12 +32,7 @@ class SecAggServer(Server):
 
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
-        selected = self.select(rnd)
-        if self._on_dispatch is not None:
-            self._on_dispatch(rnd, selected)
-        payload = pack_vector(self.global_wire)
-        for slot, cid in enumerate(selected):
-            self._send_model(rnd, slot, cid, payload)
+        selected = self._dispatch_round(rnd)
         proto = ServerRound(self.ring, self.global_wire.numel(),
                             threshold_count(self.threshold, len(selected)))
         dropouts, survivors, status = 0, [], "ok"

@@ -101,12 +101,7 @@ class Server:
 
     def _round(self, rnd: int):
         t_start, h_start = self.env.now, time.perf_counter()
-        selected = self.select(rnd)
-        if self._on_dispatch is not None:
-            self._on_dispatch(rnd, selected)
-        payload = pack_vector(self.global_wire)
-        for slot, cid in enumerate(selected):
-            self._send_model(rnd, slot, cid, payload)
+        selected = self._dispatch_round(rnd)
         slots = {client_name(c): slot for slot, c in enumerate(selected)}
         waiting = set(slots)
         m = min(self.settings.clients_per_round, len(selected))
@@ -145,6 +140,17 @@ class Server:
         n_late = len(waiting) if len(accepted) < m else 0
         self._finish_round(rnd, t_start, h_start, selected, len(accepted), n_dropout, n_late,
                            n_surplus=len(selected) - len(accepted) - n_dropout - n_late)
+
+    def _dispatch_round(self, rnd: int) -> list[int]:
+        """Select round ``rnd``'s clients, announce them (engine hook) and send each the global
+        model with its slot; the selected clients in slot order."""
+        selected = self.select(rnd)
+        if self._on_dispatch is not None:
+            self._on_dispatch(rnd, selected)
+        payload = pack_vector(self.global_wire)
+        for slot, cid in enumerate(selected):
+            self._send_model(rnd, slot, cid, payload)
+        return selected
 
     def _send_model(self, rnd: int, slot: int, cid: int, payload: bytes) -> None:
         """Send round ``rnd``'s global model (``payload``) to ``cid`` at ``slot``, after the codec's

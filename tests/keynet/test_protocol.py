@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import gc
-import sys
-import types
 from secrets import randbits
 
 import numpy as np
 import pytest
 import simpy
 import torch
+from object_graph import reachable
 
 from fedsim import engine
 from fedsim.config import RunConfig
@@ -67,24 +65,6 @@ def spy():
     return go
 
 
-def _reachable(root, stop: tuple[type, ...]):
-    """Every object reachable from ``root`` by ``gc.get_referents``, not entering ``stop`` types.
-
-    Modules, classes and module namespaces (a function's globals) are not entered.
-    """
-    seen = {id(root)} | {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
-    todo, out = [root], []
-    while todo:
-        obj = todo.pop()
-        out.append(obj)
-        for ref in gc.get_referents(obj):
-            if id(ref) in seen or isinstance(ref, (type, types.ModuleType) + stop):
-                continue
-            seen.add(id(ref))
-            todo.append(ref)
-    return out
-
-
 @pytest.mark.parametrize("delivery", ["material", "seed"])
 def test_server_never_holds_key_material(spy, monkeypatch, delivery):
     cfg = _config(key_delivery=delivery)
@@ -95,7 +75,7 @@ def test_server_never_holds_key_material(spy, monkeypatch, delivery):
     def check(server):
         # The simulated world (environment, router, network, the harness's recorder) is shared
         # wiring, not the server's memory: the walk stops there and covers everything else.
-        objs = _reachable(server, (simpy.Environment, Router, Network, Recorder))
+        objs = reachable(server, (simpy.Environment, Router, Network, Recorder))
         assert any(o is server.codec for o in objs) and any(o is server.global_wire for o in objs)
         forbidden = (KeySet, Key, KeyNetDomain, KeyNetWireDomain, LinearCipher)
         assert not [o for o in objs if isinstance(o, forbidden)]
@@ -112,7 +92,7 @@ def test_server_never_holds_key_material(spy, monkeypatch, delivery):
     assert len(key_msgs) == N_CLIENTS and all(m.dst.startswith("client/") for m in key_msgs)
     assert not [m for m in sent if m.dst == "server" and m.kind in ("key", "key_request")]
     # the same walk does find the keys from a client (so it would catch a leak)
-    reach = _reachable(spy.clients[-1],
+    reach = reachable(spy.clients[-1],
                        (simpy.Environment, Router, Network, Recorder, torch.nn.Module))
     assert [o for o in reach if isinstance(o, KeySet)]
     # what the server does hold is ciphertext: decrypting it needs the keys
@@ -134,7 +114,7 @@ def test_server_cannot_rebuild_keys_from_what_it_holds(spy):
     keys = {m.payload for m in sent if m.kind == "key"}
     assert len(keys) == 1
     plan = plan_network(build_model("lenet5", pooling="avg"), (1, 28, 28), lower=True)
-    objs = _reachable(server, (simpy.Environment, Router, Network, Recorder))
+    objs = reachable(server, (simpy.Environment, Router, Network, Recorder))
     held = {o for o in objs if type(o) is int and 0 <= o < 2**64}
     held |= {int(v) for o in objs if isinstance(o, np.ndarray) and o.dtype.kind in "ui"
              for v in o.reshape(-1)[:64]}  # RNG states and index arrays

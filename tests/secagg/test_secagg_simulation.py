@@ -4,9 +4,6 @@ unmasked single update, determinism, aborted rounds and config errors."""
 
 from __future__ import annotations
 
-import gc
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pandas as pd
 import pytest
 import simpy
 import torch
+from object_graph import reachable
 
 from fedsim import engine
 from fedsim.data import load_dataset
@@ -153,22 +151,6 @@ def test_bytes_per_client_match_the_documented_formula(drops):
     assert row["bytes_up"] == n3 * (8 + 4 * (numel + 1))
 
 
-def _reachable(root, stop: tuple[type, ...]):
-    """Every object reachable from ``root`` by ``gc.get_referents`` (as in
-    tests/keynet/test_protocol.py), not entering ``stop`` types, modules or classes."""
-    seen = {id(root)} | {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
-    todo, out = [root], []
-    while todo:
-        obj = todo.pop()
-        out.append(obj)
-        for ref in gc.get_referents(obj):
-            if id(ref) in seen or isinstance(ref, (type, types.ModuleType) + stop):
-                continue
-            seen.add(id(ref))
-            todo.append(ref)
-    return out
-
-
 def test_server_never_holds_an_unmasked_single_update(plain_updates, weights):
     """Walk the server's object graph (its protocol state, its inbox, its running process)
     whenever a message reaches or leaves it and after each round: no array, tensor or byte
@@ -185,7 +167,7 @@ def test_server_never_holds_an_unmasked_single_update(plain_updates, weights):
         if msg is not None and msg.kind == "masked_update":
             masked.add(msg.payload)
         # not entering the test's own hooks (they hold the updates it looks for)
-        objs = _reachable(server, (simpy.Environment, Router, Network, Recorder, EngineHooks))
+        objs = reachable(server, (simpy.Environment, Router, Network, Recorder, EngineHooks))
         held = set()
         for o in objs:
             if isinstance(o, (bytes, bytearray)):
