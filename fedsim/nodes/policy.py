@@ -66,15 +66,11 @@ class AveragingPolicy:
         self._rng = np.random.default_rng(selection_seed)
 
     def select(self, rnd: int, online: Sequence[int]) -> list[int]:
-        k = min(math.ceil(self.clients_per_round * self.overcommit - 1e-9), len(online))
-        chosen = self._rng.choice(len(online), size=k, replace=False) if k else []
-        return sorted(online[i] for i in chosen)
+        return _draw(self._rng, online, math.ceil(self.clients_per_round * self.overcommit - 1e-9))
 
     def weights(self, clients: Sequence[int]) -> list[float]:
         """Normalised weights of ``clients`` (sum 1)."""
-        raw = [float(self.sample_counts[c]) if self.weighting == "samples" else 1.0 for c in clients]
-        total = sum(raw)
-        return [w / total for w in raw]
+        return _shares(self.weighting, self.sample_counts, clients)
 
     def aggregate(self, rnd: int, global_wire: torch.Tensor, updates: Sequence[Update]
                   ) -> torch.Tensor:
@@ -123,9 +119,7 @@ class FedBuffPolicy:
 
     def select(self, rnd: int, eligible: Sequence[int], k: int) -> list[int]:
         """``k`` (or all, if fewer) of ``eligible`` (sorted ids), in the order they are sent."""
-        k = min(k, len(eligible))
-        chosen = self._rng.choice(len(eligible), size=k, replace=False) if k else []
-        return sorted(eligible[i] for i in chosen)
+        return _draw(self._rng, eligible, k)
 
     def discount(self, staleness: int) -> float:
         """``s(tau)``: the weight factor of an update ``staleness`` aggregations old."""
@@ -134,9 +128,8 @@ class FedBuffPolicy:
     def aggregate(self, rnd: int, global_wire: torch.Tensor, updates: Sequence[BufferedUpdate]
                   ) -> torch.Tensor:
         ordered = sorted(updates, key=lambda u: (u.round, u.client))
-        raw = [float(self.sample_counts[u.client]) if self.weighting == "samples" else 1.0
-               for u in ordered]
-        factors = [r / sum(raw) * self.discount(u.staleness) for r, u in zip(raw, ordered)]
+        shares = _shares(self.weighting, self.sample_counts, [u.client for u in ordered])
+        factors = [w * self.discount(u.staleness) for w, u in zip(shares, ordered)]
         total = sum(factors)  # the codec averages with weights that sum to 1; scale after
         delta = self.codec.aggregate([u.payload for u in ordered], [f / total for f in factors],
                                      list(range(len(ordered))), numel=self.numel)
@@ -147,3 +140,18 @@ class FedBuffPolicy:
 
     def restore(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state["rng"]
+
+
+def _draw(rng: np.random.Generator, pool: Sequence[int], k: int) -> list[int]:
+    """``k`` (or all, if fewer) of ``pool`` uniformly without replacement, sorted."""
+    k = min(k, len(pool))
+    chosen = rng.choice(len(pool), size=k, replace=False) if k else []
+    return sorted(pool[i] for i in chosen)
+
+
+def _shares(weighting: Literal["samples", "uniform"], sample_counts: Mapping[int, int],
+            clients: Sequence[int]) -> list[float]:
+    """Each client's weight, by sample count (``samples``) or equal (``uniform``); sum 1."""
+    raw = [float(sample_counts[c]) if weighting == "samples" else 1.0 for c in clients]
+    total = sum(raw)
+    return [w / total for w in raw]
