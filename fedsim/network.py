@@ -72,23 +72,20 @@ def max_min_rates(flows: Sequence[Flow]) -> dict[Flow, float]:
         for link in f.finite_links:
             capacity.setdefault(link, link.bandwidth_bps / 8.0)
             members.setdefault(link, []).append(f)
-    unfrozen = {f for f in flows if f not in rates}
+    unfrozen = {link: len(fs) for link, fs in members.items()}  # link -> its unfrozen flows
     while unfrozen:
-        share, bottleneck = min(
-            (capacity[link] / n, link.name)
-            for link, fs in members.items()
-            if (n := sum(1 for f in fs if f in unfrozen))
-        )
-        for f in [f for f in members[_by_name(members, bottleneck)] if f in unfrozen]:
+        bottleneck = min(unfrozen, key=lambda link: (capacity[link] / unfrozen[link], link.name))
+        share = capacity[bottleneck] / unfrozen[bottleneck]
+        for f in members[bottleneck]:
+            if f in rates:
+                continue
             rates[f] = share
-            unfrozen.discard(f)
             for link in f.finite_links:
                 capacity[link] -= share
+                unfrozen[link] -= 1
+                if not unfrozen[link]:
+                    del unfrozen[link]
     return rates
-
-
-def _by_name(members: dict[Link, list[Flow]], name: str) -> Link:
-    return next(link for link in members if link.name == name)
 
 
 class Network:

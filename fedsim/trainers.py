@@ -8,7 +8,9 @@ global model) together the first time one of them asks, and hands each its own r
 
 Batched training stacks the clients' parameters, buffers and momentum along a new leading axis
 and runs ``torch.func.vmap`` over ``functional_call`` of the model: the same kernels per client,
-launched once for the cohort. Step schedules need not be equal: at step ``t`` the clients that
+launched once for the cohort. Only the forward pass is vmapped; one ordinary backward pass of the
+summed losses gives every client its own gradient (a client's loss depends on its parameters
+alone), with less per-step overhead than ``vmap(grad(...))``. Step schedules need not be equal: at step ``t`` the clients that
 take a step are grouped by their batch size (a last partial batch, or a client with fewer steps,
 forms its own group), so no client is ever padded or masked into a momentum or weight-decay step
 and BatchNorm statistics only ever see real samples. BatchNorm buffers stay per client.
@@ -30,7 +32,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from fedsim.placement import Placement
 from fedsim.rng import seed_for, torch_generator
@@ -182,10 +184,11 @@ class BatchedTrainer:
         self.kernels = kernels
         self.sequential = SequentialTrainer(model, x, y, placement, jobs, seed,
                                             Kernels(precision=kernels.precision))
-        step = vmap(grad_and_value(self._loss), in_dims=(0, 0, 0, 0), randomness="different")
+        forward = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="different")
         if kernels.compile:
-            step = torch.compile(step, mode=_compile_mode(placement))
-        self._step = placement.kernel(step)
+            forward = torch.compile(forward, mode=_compile_mode(placement))
+        self._forward = forward
+        self._step = placement.kernel(self._grads_and_losses)
         self._cohorts: dict[int, list[list[int]]] = {}  # round -> its chunks
         self._done: dict[tuple[int, int], TrainOutcome] = {}
         self._global: dict[int, torch.Tensor] = {}  # round -> flat global model it was trained from
@@ -265,6 +268,13 @@ class BatchedTrainer:
             mean = float(losses[i]) / sum(taken) if taken else 0.0
             out[cid] = TrainOutcome(state, LocalTrainResult(len(taken), sum(taken), mean), seconds)
         return out
+
+    def _grads_and_losses(self, params, buffers, xb, yb):
+        """Every client's gradient (stacked like ``params``) and loss on its batch row."""
+        leaves = {n: v.detach().requires_grad_() for n, v in params.items()}
+        losses = self._forward(leaves, buffers, xb, yb)
+        grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
 
     def _loss(self, params, buffers, xb, yb):
         with autocast(xb.device, self.kernels.precision):
