@@ -1,19 +1,19 @@
 """ENN options (issue 16): fidelity of the decoded average on real updates, and the FL accuracy table.
 
 ``python -m analysis.enn_options fidelity SCENARIO --out DIR [--variant NAME=R1,R2 ...]
-[--loop-ratios R ...] [--loop-rounds 10]`` simulates real updates of the scenario's model and
+[--loop-ratios R ...] [--loop-rounds 10] [--loop-variants NAME ...]`` simulates real updates of the scenario's model and
 setup and writes
 
 * ``fidelity.csv`` / ``.md``: per code variant (``gaussian``, ``side``, ``proxy``, ``proxy+side``,
-  ``linear proxy+side``; see :data:`VARIANTS`) and ratio, the cosine and relative L2 error of the decoded average against the exact average
+  ``linear proxy+side``, ``layers``; see :data:`VARIANTS`) and ratio, the cosine and relative L2 error of the decoded average against the exact average
   of the same 9 real updates (mean over ``--rounds`` FedAvg rounds advanced by the exact mean,
   :func:`fedsim.enn.fidelity.collect_updates`), and the exact bytes per client;
 * ``subspace.csv`` / ``.md`` (``--subspace-chunks``): the best linear code's cosine per round
   at ratios 4 and 8, with a principal basis fitted on the scored updates (oracle) or on 3
   rounds of proxy updates (:func:`subspace_table`);
 * ``loop.csv`` / ``.md`` (``--loop-ratios``): the same setup with the codec **in the loop** (the
-  model advances by the decoded average) for ``--loop-rounds`` rounds, linear proxy+side ENN
-  with and without error feedback: per round the cosine of the decoded average against the mean of the clients' raw
+  model advances by the decoded average) for ``--loop-rounds`` rounds, each of
+  ``--loop-variants`` (default ``linear proxy+side``) with and without error feedback: per round the cosine of the decoded average against the mean of the clients' raw
   updates, and of the running sum of decoded averages against the running sum of raw means.
 
 ``python -m analysis.enn_options accuracy DIR [DIR ...] --out DIR`` reads ``fedsim run`` folders
@@ -32,7 +32,9 @@ import pandas as pd
 import torch
 
 from analysis.tables import load_results, to_markdown
+from fedsim.codecs.base import UpdateCodec
 from fedsim.codecs.enn import EnnCodec, EnnCodecConfig
+from fedsim.codecs.enn_layers import EnnLayerCodec
 from fedsim.codecs.factory import make_codec
 from fedsim.config import RunConfig
 from fedsim.data import load_dataset
@@ -50,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "proxy": {"pretrain": {"data": "proxy"}},
     "proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}},
     "linear proxy+side": {"side_info": True, "pretrain": {"data": "proxy"}, **LINEAR},
+    "layers": {"structure": "layers"},
 }
 
 
@@ -59,13 +62,13 @@ def base_run(scenario: str) -> RunConfig:
     return runs["fedavg"]
 
 
-def enn_codec(cfg: RunConfig, ratio: int, scale: float, fields: dict) -> EnnCodec:
+def enn_codec(cfg: RunConfig, ratio: int, scale: float, fields: dict) -> UpdateCodec:
     """The ENN codec a scheme with these codec ``fields`` gets in ``cfg``'s run (same cache)."""
     doc = {"kind": "enn", "ratio": ratio, "scale": scale, **fields}
     data = load_dataset(cfg.data.dataset)
     model = build_initial_model(cfg, data)
     codec = make_codec(EnnCodecConfig.model_validate(doc), slots=cfg.clients_per_round(), model=model)
-    assert isinstance(codec, EnnCodec)
+    assert isinstance(codec, (EnnCodec, EnnLayerCodec))
     return codec
 
 
@@ -74,8 +77,11 @@ def fidelity_table(cfg: RunConfig, plan: dict[str, list[int]], scale: float,
     """One row per (variant, ratio) of ``plan``: mean cosine / relative error over ``rounds``
     real rounds."""
     updates = collect_updates(cfg, rounds)
+    starts = [RealClients(cfg).initial()]  # the global model each round starts from
+    for ups in updates[:-1]:
+        starts.append(starts[-1] + ups.mean(0))
     raw = pd.concat([fidelity_rows(updates, {ratio: enn_codec(cfg, ratio, scale, VARIANTS[name])},
-                                   name)
+                                   name, starts)
                      for name, ratios in plan.items() for ratio in ratios], ignore_index=True)
     raw = raw.rename(columns={"model": "variant"})
     out = raw.groupby(["variant", "ratio"], sort=False).agg(
@@ -137,6 +143,7 @@ def loop_table(cfg: RunConfig, ratio: int, scale: float, fields: dict, rounds: i
     cum_true, cum_dec = torch.zeros_like(flat), torch.zeros_like(flat)
     rows = []
     for rnd in range(1, rounds + 1):
+        codec.round_payload(rnd, flat)
         chosen, ups = clients.train_round(rnd, flat)
         payloads, efs = [], []
         for slot, (cid, up) in enumerate(zip(chosen, ups)):
@@ -199,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--subspace-chunks", type=int, nargs="*", default=[],
                    help="chunk lengths for the best-linear-code (oracle / proxy PCA) table")
     f.add_argument("--loop-rounds", type=int, default=10)
+    f.add_argument("--loop-variants", nargs="*", default=["linear proxy+side"],
+                   choices=list(VARIANTS), help="variants run in the loop (with and without EF)")
     a = sub.add_parser("accuracy")
     a.add_argument("dirs", nargs="+")
     a.add_argument("--out", required=True)
@@ -216,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         _write(subspace_table(cfg, args.subspace_chunks, [4, 8], args.rounds, 3), Path(args.out),
                "subspace")
     loops = []
-    best = VARIANTS["linear proxy+side"]
     for ratio in args.loop_ratios:
-        for label, fields in (("linear proxy+side", best),
-                              ("linear proxy+side+ef", {**best, "error_feedback": True})):
-            loops.append(loop_table(cfg, ratio, args.scale, fields, args.loop_rounds, label))
+        for name in args.loop_variants:
+            fields = VARIANTS[name]
+            for label, ef in ((name, False), (f"{name}+ef", True)):
+                loops.append(loop_table(cfg, ratio, args.scale, {**fields, "error_feedback": ef},
+                                        args.loop_rounds, label))
     if loops:
         _write(pd.concat(loops, ignore_index=True), Path(args.out), "loop")
     return 0

@@ -210,7 +210,7 @@ def _simulate(cfg: RunConfig, progress: bool, checkpoint: Checkpointer | None,
             await_init=crypto.init_broadcast is not None, pre_codec=pre_codec,
             defer_training=not skip_why, **secagg))
 
-    skip_why = _train_unused_reason(cfg, harness, codec)
+    skip_why = _train_unused_reason(cfg, harness, codec, crypto.eval_domain.numel)
 
     population = Population(
         env, router, parts, ups, downs, lats, (ingress, egress, ka_in, ka_out), make_client,
@@ -293,9 +293,10 @@ def _eager_reason(cfg: RunConfig, crypto: EncryptionSetup, harness: object | Non
     return ""
 
 
-def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCodec) -> str:
+def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCodec,
+                         numel: int) -> str:
     """Why every selected client must train even if the server will not use its update ('' if
-    training can wait until the server uses it)."""
+    training can wait until the server uses it); ``numel``: the wire vector's length."""
     why = [what for what, bad in (
         ("compute.stragglers: train", cfg.compute.stragglers == "train"),
         ("secure_aggregation: a client masks its update before the server knows who survives",
@@ -307,7 +308,7 @@ def _train_unused_reason(cfg: RunConfig, harness: object | None, codec: UpdateCo
          cfg.encryption.kind != "none"),
         ("an attack observes every payload as it is sent", harness is not None),
         ("the codec keeps per-client state (error feedback)", codec.for_client(0) is not codec),
-        ("the codec's payload size depends on the update", codec.encoded_nbytes(1, 1) is None),
+        ("the codec's payload size depends on the update", codec.encoded_nbytes(numel, 1) is None),
     ) if bad]
     return why[0] if why else ""
 

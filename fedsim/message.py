@@ -13,6 +13,7 @@ KINDS = (
     "model_init",  # client -> server: initial (encrypted) model, when a client initialises
     "init_plain",  # server -> client: plaintext initial model (KeyNet with init_by: server)
     "codec_setup",  # server -> client: codec state a client needs once (e.g. the ENN encoder)
+    "codec_round",  # server -> client: codec state of one round (e.g. refitted ENN layer codes)
     "key_request",  # client -> key agent
     "key",  # key agent -> client
     # secure aggregation (fedsim.secagg.wire): client -> server

@@ -14,6 +14,7 @@ from fedsim.network import Link
 BYTES_COLUMN = {
     "model_down": "bytes_down",
     "codec_setup": "bytes_down",
+    "codec_round": "bytes_down",
     "init_plain": "bytes_down",
     "update_up": "bytes_up",
     "model_init": "bytes_up",

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from fedsim import plugins  # noqa: F401 (the built-in kinds a scenario may name)
 from fedsim.config import RunConfig
 
 _META_KEYS = ("name", "description", "schemes", "sweep", "reference")

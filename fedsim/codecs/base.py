@@ -50,6 +50,12 @@ class UpdateCodec(ABC):
         """Bytes each client must download once before its first update (None if nothing)."""
         return None
 
+    def round_payload(self, rnd: int, global_wire: torch.Tensor) -> bytes | None:
+        """Bytes every client selected in round ``rnd`` downloads with the global model
+        ``global_wire`` (the codec's state for that round; None if nothing). The server calls
+        it once per round, before the round's models go out."""
+        return None
+
     def encoded_nbytes(self, numel: int, rnd: int) -> int | None:
         """The exact payload size of round ``rnd``'s update of ``numel`` values, if it does not
         depend on the values (None if it does): lets a client's timeline run ahead of its

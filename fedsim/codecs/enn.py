@@ -55,6 +55,7 @@ import torch
 from pydantic import Field, model_validator
 
 from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
+from fedsim.codecs.enn_layers import EnnLayerCodec
 from fedsim.config import CodecSettings, Int, PosFloat, PosInt, Strict
 from fedsim.config.registry import CODECS
 from fedsim.enn.cache import load_or_train
@@ -93,6 +94,11 @@ class EnnCodecConfig(CodecSettings):
     by :meth:`network` (the one place the two meet)."""
 
     kind: Literal["enn"]
+    #: chunks: the paper's ENN network on chunks of ``chunk`` values (every field below applies);
+    #: layers: one linear code per weight matrix, refitted every round by the server on proxy
+    #: updates of the current model (fedsim/codecs/enn_layers.py; uses ratio, error_feedback
+    #: and pretrain.proxy)
+    structure: Literal["chunks", "layers"] = "chunks"
     ratio: Annotated[Int, Field(ge=2)] = 4
     chunk: PosInt = 64
     residual_blocks: Annotated[Int, Field(ge=0)] = 3
@@ -109,6 +115,9 @@ class EnnCodecConfig(CodecSettings):
     def _divisible(self) -> EnnCodecConfig:
         if self.chunk % self.ratio:
             raise ValueError(f"chunk ({self.chunk}) must be divisible by ratio ({self.ratio})")
+        if self.structure == "layers" and self.side_info:
+            raise ValueError("side_info does not apply to structure: layers (a linear code "
+                             "needs no normalisation)")
         return self
 
     #: the decoder holds the round's aggregate only; error feedback keeps client state
@@ -116,6 +125,11 @@ class EnnCodecConfig(CodecSettings):
     resumable: ClassVar[bool] = False
 
     def check_run(self, run: RunConfig) -> None:
+        if run.aggregation.mode == "async":
+            raise ValueError("aggregation.mode async cannot be combined with codec 'enn' (its "
+                             "decoder takes one code per slot of a round)")
+        if self.structure == "layers":
+            return  # a linear code decodes any weighted mean of any number of reporters
         if run.selection.weighting != "uniform":
             raise ValueError("codec 'enn' needs selection.weighting: uniform (its decoder "
                              "outputs the unweighted mean of the codes)")
@@ -123,9 +137,6 @@ class EnnCodecConfig(CodecSettings):
             raise ValueError("codec 'enn' with error_feedback cannot be combined with "
                              "selection.overcommit > 1 (a client could not know which decoder "
                              "slot its code fills)")
-        if run.aggregation.mode == "async":
-            raise ValueError("aggregation.mode async cannot be combined with codec 'enn' (its "
-                             "decoder takes one unweighted code per slot of a round)")
         if run.privacy is not None and run.privacy.kind == "dp_fedavg":
             raise ValueError("privacy 'dp_fedavg' cannot be combined with codec 'enn': its "
                              "non-linear decoder does not keep one client's effect on the "
@@ -407,8 +418,14 @@ def training_groups(updates: Sequence[torch.Tensor], config: EnnConfig, *, scale
     return groups[keep] * (math.sqrt(config.sample_var) / rho[keep])[:, None, None]
 
 
-def make_enn_codec(cfg: EnnCodecConfig, ctx: CodecContext) -> EnnCodec:
-    """The ENN codec of ``cfg`` for ``ctx.slots`` slots, pre-trained (or loaded from cache)."""
+def make_enn_codec(cfg: EnnCodecConfig, ctx: CodecContext) -> UpdateCodec:
+    """The ENN codec of ``cfg`` for ``ctx.slots`` slots, pre-trained (or loaded from cache); with
+    ``structure: layers`` the layer-aligned codec whose codes the server refits every round."""
+    if cfg.structure == "layers":
+        if ctx.model is None:
+            raise ValueError("codec 'enn' with structure: layers needs the initial model")
+        return EnnLayerCodec(ctx.model, ratio=cfg.ratio, proxy=cfg.pretrain.proxy,
+                             error_feedback=cfg.error_feedback)
     proxy = None
     if cfg.pretrain.data == "proxy":
         if ctx.model is None:

@@ -136,7 +136,7 @@ class _Names:
 
         def known(value: str) -> str:
             if value not in registry:
-                *most, last = map(repr, registry.kinds()) or ["(none registered)"]
+                *most, last = [repr(k) for k in registry.kinds()] or ["(none registered)"]
                 expected = f"{', '.join(most)} or {last}" if most else last
                 raise PydanticCustomError("literal_error", "Input should be {expected}",
                                           {"expected": expected})

@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from fedsim.codecs.enn import EnnCodec, common_scale
+from fedsim.codecs.base import UpdateCodec
+from fedsim.codecs.enn import common_scale
 from fedsim.config import RunConfig
 from fedsim.engine import build_initial_model, client_partition, get_dataset
 from fedsim.enn.metrics import average_fidelity
@@ -96,33 +97,38 @@ def calibrated_scale(first_round: torch.Tensor, sample_var: float = 0.1) -> floa
     return common_scale(rms, sample_var)
 
 
-def fidelity_rows(updates: Sequence[torch.Tensor], codecs: Mapping[int, EnnCodec],
-                  model: str) -> pd.DataFrame:
+def fidelity_rows(updates: Sequence[torch.Tensor], codecs: Mapping[int, UpdateCodec],
+                  model: str, starts: Sequence[torch.Tensor] | None = None) -> pd.DataFrame:
     """One row per (ratio, round): cosine and relative error of the decoded average.
 
     Parameters
     ----------
     updates : sequence of Tensor
         Per round, the ``(N, p)`` client updates (parameter units).
-    codecs : mapping of int to EnnCodec
-        Compression ratio -> codec (all with the same scale and N slots).
+    codecs : mapping of int to UpdateCodec
+        Compression ratio -> ENN codec (chunk codecs: all with the same scale and N slots).
     model : str
         Model kind, copied into the rows.
+    starts : sequence of Tensor, optional
+        Per round, the global model the updates start from (wire vector), for codecs whose
+        codes the server refits every round (:meth:`UpdateCodec.round_payload`).
     """
     rows = []
     for ratio, codec in codecs.items():
-        n, m = codec.config.n, codec.config.m
         for rnd, ups in enumerate(updates, start=1):
             k, numel = ups.shape
-            payloads = [codec.encode(u, seed=0, slot=i).payload for i, u in enumerate(ups)]
+            if starts is not None:
+                codec.round_payload(rnd, starts[rnd - 1])
+            payloads = [codec.encode(u, seed=0, slot=i, rnd=rnd).payload for i, u in enumerate(ups)]
             decoded = codec.aggregate(payloads, [1.0 / k] * k, list(range(k)), numel=numel)
             fid = average_fidelity(decoded, ups.mean(0))
             rows.append({
                 "model": model, "ratio": ratio, "round": rnd, "params": numel,
                 "bytes_per_client": len(payloads[0]), "fp32_bytes": 8 + 4 * numel,
                 "cosine": fid["cosine"], "rel_error": fid["rel_error"],
-                "linear_cosine": math.sqrt(m / n), "linear_rel_error": math.sqrt(1 - m / n),
-                "update_rms": float(ups.double().pow(2).mean().sqrt()), "scale": codec.scale,
+                "linear_cosine": math.sqrt(1 / ratio), "linear_rel_error": math.sqrt(1 - 1 / ratio),
+                "update_rms": float(ups.double().pow(2).mean().sqrt()),
+                "scale": getattr(codec, "scale", math.nan),
             })
     return pd.DataFrame(rows)
 

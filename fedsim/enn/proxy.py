@@ -47,6 +47,8 @@ class EnnProxyConfig(Strict):
     batch_size: PosInt = 10
     lr: PosFloat = 0.05
     seed: int = 0
+    #: proxy clients trained per round when the code is refitted every round (``structure: layers``)
+    per_round: PosInt = 18
 
 def proxy_key(spec: EnnProxyConfig, model: nn.Module) -> str:
     """Hex digest of ``spec`` and the initial weights of ``model`` (cache key part)."""
@@ -83,27 +85,57 @@ def proxy_updates(model: nn.Module, spec: EnnProxyConfig, slots: int) -> list[to
 
 def _run_proxy(work: nn.Module, spec: EnnProxyConfig, slots: int) -> list[torch.Tensor]:
     x, y = proxy_digits()
-    parts = partition(y.numpy(), spec.clients, "classes_per_client",
-                      rng=numpy_rng(spec.seed, "enn", "proxy", "partition"),
-                      classes_per_client=spec.classes_per_client)
+    parts = proxy_partition(y, spec)
     select = numpy_rng(spec.seed, "enn", "proxy", "selection")
     flat = flatten_state(work)
     out = []
     for rnd in range(spec.rounds):
-        ups = []
-        for cid in sorted(select.choice(spec.clients, size=slots, replace=False)):
-            load_flat(work, flat)
-            idx = torch.as_tensor(parts[cid], dtype=torch.long)
-            gen = torch_generator(spec.seed, "enn", "proxy", "batches", int(cid), rnd)
-            batches = [idx[b] for b in batch_schedule(len(idx), batch_size=spec.batch_size,
-                                                     epochs=spec.local_epochs, steps=None,
-                                                     generator=gen)]
-            train_local(work, x, y, batches, lr=spec.lr)
-            ups.append(flatten_state(work) - flat)
-        stacked = torch.stack(ups)
+        chosen = sorted(int(c) for c in select.choice(spec.clients, size=slots, replace=False))
+        stacked = _train_round(work, x, y, parts, spec, flat, chosen, rnd)
         out.append(stacked)
         flat = flat + stacked.mean(0)
     return out
+
+
+def proxy_partition(y: torch.Tensor, spec: EnnProxyConfig) -> list:
+    """The proxy clients' index arrays (``classes_per_client`` partition of the proxy labels)."""
+    return partition(y.numpy(), spec.clients, "classes_per_client",
+                     rng=numpy_rng(spec.seed, "enn", "proxy", "partition"),
+                     classes_per_client=spec.classes_per_client)
+
+
+def refit_updates(work: nn.Module, x: torch.Tensor, y: torch.Tensor, parts: list,
+                  spec: EnnProxyConfig, flat: torch.Tensor, rnd: int) -> torch.Tensor:
+    """``(spec.per_round, p)`` proxy updates of one FedAvg round from the global model ``flat``
+    (state-dict order), for the refit in round ``rnd``; ``work`` is overwritten.
+
+    Its own streams per ``rnd``: selection ``(seed, "enn", "proxy", "refit", rnd)``, batches and
+    dropout keyed by ``("refit", rnd)``.
+    """
+    if spec.per_round > spec.clients:
+        raise ValueError(f"need at least {spec.per_round} proxy clients, got {spec.clients}")
+    select = numpy_rng(spec.seed, "enn", "proxy", "refit", rnd)
+    chosen = sorted(int(c) for c in select.choice(spec.clients, size=spec.per_round, replace=False))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_for(spec.seed, "enn", "proxy", "dropout", "refit", rnd))
+        return _train_round(work, x, y, parts, spec, flat, chosen, ("refit", rnd))
+
+
+def _train_round(work: nn.Module, x: torch.Tensor, y: torch.Tensor, parts: list,
+                 spec: EnnProxyConfig, flat: torch.Tensor, chosen: list[int], rnd) -> torch.Tensor:
+    """The ``chosen`` proxy clients' updates ``(len(chosen), p)`` from ``flat``."""
+    ups = []
+    for cid in chosen:
+        load_flat(work, flat)
+        idx = torch.as_tensor(parts[cid], dtype=torch.long)
+        key = rnd if isinstance(rnd, tuple) else (rnd,)
+        gen = torch_generator(spec.seed, "enn", "proxy", "batches", int(cid), *key)
+        batches = [idx[b] for b in batch_schedule(len(idx), batch_size=spec.batch_size,
+                                                 epochs=spec.local_epochs, steps=None,
+                                                 generator=gen)]
+        train_local(work, x, y, batches, lr=spec.lr)
+        ups.append(flatten_state(work) - flat)
+    return torch.stack(ups)
 
 
 def chunk_groups(updates: list[torch.Tensor], n: int) -> torch.Tensor:

@@ -74,9 +74,10 @@ class Client:
             self.router.send(Message("model_init", self.name, "server", 0, pack_vector(wire)))
             self._initial_state = None
         while True:
-            # the codec set-up (e.g. the ENN encoder) is the shared codec object: its bytes count,
-            # the message itself needs no handling
-            msg = yield self.inbox.get(lambda m: m.kind in ("model_down", "codec_setup"))
+            # the codec set-up (e.g. the ENN encoder) and a round's codec state are the shared
+            # codec object: their bytes count, the messages themselves need no handling
+            msg = yield self.inbox.get(lambda m: m.kind in ("model_down", "codec_setup",
+                                                            "codec_round"))
             if msg.kind == "model_down":
                 yield from self._round(msg)
 

@@ -148,17 +148,21 @@ class Server:
         if self._on_dispatch is not None:
             self._on_dispatch(rnd, selected)
         payload = pack_vector(self.global_wire)
+        codec_round = self.codec.round_payload(rnd, self.global_wire) if selected else None
         for slot, cid in enumerate(selected):
-            self._send_model(rnd, slot, cid, payload)
+            self._send_model(rnd, slot, cid, payload, codec_round)
         return selected
 
-    def _send_model(self, rnd: int, slot: int, cid: int, payload: bytes) -> None:
+    def _send_model(self, rnd: int, slot: int, cid: int, payload: bytes,
+                    codec_round: bytes | None = None) -> None:
         """Send round ``rnd``'s global model (``payload``) to ``cid`` at ``slot``, after the codec's
-        one-time set-up if the client has not had it yet."""
+        one-time set-up if the client has not had it yet and the round's codec state if any."""
         if self._setup_payload is not None and cid not in self._set_up:
             self._set_up.add(cid)
             self.router.send(Message("codec_setup", self.name, client_name(cid), rnd,
                                      self._setup_payload))
+        if codec_round is not None:
+            self.router.send(Message("codec_round", self.name, client_name(cid), rnd, codec_round))
         self.router.send(Message("model_down", self.name, client_name(cid), rnd, payload,
                                  meta={"slot": slot}))
 

@@ -35,6 +35,9 @@ class ClippedCodec(UpdateCodec):
     def encoded_nbytes(self, numel: int, rnd: int) -> int | None:
         return self.inner.encoded_nbytes(numel, rnd)
 
+    def round_payload(self, rnd: int, global_wire: torch.Tensor) -> bytes | None:
+        return self.inner.round_payload(rnd, global_wire)
+
     def for_client(self, cid: int) -> UpdateCodec:
         own = self.inner.for_client(cid)
         if own is self.inner:
