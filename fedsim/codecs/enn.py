@@ -99,6 +99,8 @@ class EnnCodecConfig(CodecSettings):
     #: updates of the current model (fedsim/codecs/enn_layers.py; uses ratio, error_feedback
     #: and pretrain.proxy)
     structure: Literal["chunks", "layers"] = "chunks"
+    #: structure: layers only: weight matrices with fewer rows are sent uncoded
+    min_rows: PosInt = 16
     ratio: Annotated[Int, Field(ge=2)] = 4
     chunk: PosInt = 64
     residual_blocks: Annotated[Int, Field(ge=0)] = 3
@@ -425,7 +427,7 @@ def make_enn_codec(cfg: EnnCodecConfig, ctx: CodecContext) -> UpdateCodec:
         if ctx.model is None:
             raise ValueError("codec 'enn' with structure: layers needs the initial model")
         return EnnLayerCodec(ctx.model, ratio=cfg.ratio, proxy=cfg.pretrain.proxy,
-                             error_feedback=cfg.error_feedback)
+                             error_feedback=cfg.error_feedback, min_rows=cfg.min_rows)
     proxy = None
     if cfg.pretrain.data == "proxy":
         if ctx.model is None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from fedsim.codecs.base import EncodedUpdate, UpdateCodec
-from fedsim.enn.layer_code import code_rank, coded_entries, fit_bases, layer_views
+from fedsim.enn.layer_code import MIN_ROWS, code_rank, coded_entries, fit_bases, layer_views
 from fedsim.enn.proxy import (EnnProxyConfig, flatten_state, proxy_digits, proxy_partition,
                               refit_updates)
 from fedsim.wire import pack_vector
@@ -49,6 +49,8 @@ class EnnLayerCodec(UpdateCodec):
         The run's initial global model (shapes, and the network the proxy clients train).
     ratio
         Rows of a weight matrix per code row.
+    min_rows
+        Weight matrices with fewer rows are sent uncoded.
     proxy
         How the server makes its proxy updates each round.
     error_feedback
@@ -58,13 +60,20 @@ class EnnLayerCodec(UpdateCodec):
     name = "enn"
 
     def __init__(self, model: nn.Module, *, ratio: int, proxy: EnnProxyConfig,
-                 error_feedback: bool = False):
+                 error_feedback: bool = False, min_rows: int = MIN_ROWS):
         state = model.state_dict()
         if any(not v.is_floating_point() for v in state.values()):
             raise ValueError("codec 'enn' with structure: layers needs a model whose state is all "
                              "floating point")
         self.ratio, self.proxy, self.error_feedback = ratio, proxy, error_feedback
         self.shapes = [tuple(v.shape) for v in state.values()]
+        self.min_rows = min_rows
+        self.coded = coded_entries(self.shapes, ratio, min_rows)
+        if not any(self.coded):
+            largest = max((s[0] for s in self.shapes if len(s) >= 2), default=0)
+            raise ValueError(f"codec 'enn' with structure: layers codes no weight matrix of this "
+                             f"model (the most rows is {largest}, min_rows is {min_rows}, and a "
+                             f"code must save 1 % of the values): lower min_rows")
         self._work = copy.deepcopy(model).cpu()
         self._data: tuple | None = None  # proxy images, labels and partition (loaded once)
         self._bases: dict[int, list[torch.Tensor | None]] = {}  # round -> its codes
@@ -82,7 +91,7 @@ class EnnLayerCodec(UpdateCodec):
         samples = refit_updates(self._work, *self._data, self.proxy, flat, rnd)
         previous = (flat - self._last_global if self._last_global is not None
                     and self._last_round == rnd - 1 else None)
-        self._bases[rnd] = fit_bases(samples, self.shapes, self.ratio, previous)
+        self._bases[rnd] = fit_bases(samples, self.shapes, self.ratio, previous, self.min_rows)
         self._last_global, self._last_round = flat, rnd
         return pack_vector(torch.cat([u.reshape(-1) for u in self._bases[rnd] if u is not None]))
 
@@ -101,7 +110,7 @@ class EnnLayerCodec(UpdateCodec):
         if numel != sum(math.prod(s) for s in self.shapes):
             raise ValueError(f"update has {numel} values, the model {sum(map(math.prod, self.shapes))}")
         total = 0
-        for shape, coded in zip(self.shapes, coded_entries(self.shapes, self.ratio)):
+        for shape, coded in zip(self.shapes, self.coded):
             n = math.prod(shape)
             total += code_rank(shape[0], self.ratio) * (n // shape[0]) if coded else n
         return total

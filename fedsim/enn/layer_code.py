@@ -8,9 +8,9 @@ sample matrices, a linear autoencoder learns their top ``r`` principal direction
 1989), so the fit here is its closed form: the top ``r`` left singular vectors of the samples.
 
 Entries with fewer than two dimensions (biases) are not coded (sent as they are), nor are
-matrices with fewer than :data:`MIN_ROWS` rows (an output layer of 10 classes: its update spans
-all of its rows, and it often holds a large share of the update's energy) or whose code would
-save less than :data:`MIN_SAVING` of the update's values.
+matrices with fewer than ``min_rows`` rows (default :data:`MIN_ROWS`; an output layer of 10
+classes: its update spans all of its rows, and it often holds a large share of the update's
+energy) or whose code would save less than :data:`MIN_SAVING` of the update's values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 
-#: A matrix is coded only if it has at least this many rows ...
+#: A matrix is coded only if it has at least this many rows (the default of ``min_rows``) ...
 MIN_ROWS = 16
 #: ... and its code saves at least this fraction of the update's values.
 MIN_SAVING = 0.01
@@ -32,15 +32,16 @@ def code_rank(rows: int, ratio: int) -> int:
     return max(1, rows // ratio)
 
 
-def coded_entries(shapes: Sequence[tuple[int, ...]], ratio: int) -> list[bool]:
-    """Which entries get a code: matrices of at least ``MIN_ROWS`` rows whose code saves at least
+def coded_entries(shapes: Sequence[tuple[int, ...]], ratio: int,
+                  min_rows: int = MIN_ROWS) -> list[bool]:
+    """Which entries get a code: matrices of at least ``min_rows`` rows whose code saves at least
     ``MIN_SAVING`` of all values."""
     total = sum(math.prod(s) for s in shapes)
     out = []
     for shape in shapes:
         n = math.prod(shape)
         saved = (n - code_rank(shape[0], ratio) * (n // shape[0])
-                 if len(shape) >= 2 and shape[0] >= MIN_ROWS else 0)
+                 if len(shape) >= 2 and shape[0] >= min_rows else 0)
         out.append(saved > 0 and saved >= MIN_SAVING * total)
     return out
 
@@ -60,7 +61,8 @@ def layer_views(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[t
 
 
 def fit_bases(samples: torch.Tensor, shapes: Sequence[tuple[int, ...]], ratio: int,
-              previous: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+              previous: torch.Tensor | None = None,
+              min_rows: int = MIN_ROWS) -> list[torch.Tensor | None]:
     """Per entry, the code ``U`` (``a x r``, orthonormal columns; None for the entries that
     :func:`coded_entries` leaves uncoded).
 
@@ -75,12 +77,14 @@ def fit_bases(samples: torch.Tensor, shapes: Sequence[tuple[int, ...]], ratio: i
     previous
         Optional ``(p,)`` update the code should also keep (the last applied global update):
         fitted with weight ``sqrt(k / 2)`` against unit-norm samples, a third of the fit's energy.
+    min_rows
+        Matrices with fewer rows are not coded (:func:`coded_entries`).
     """
     k = samples.shape[0]
     per_sample = [layer_views(s, shapes) for s in samples.double()]
     prev = layer_views(previous.double(), shapes) if previous is not None else None
     bases: list[torch.Tensor | None] = []
-    for i, (shape, coded) in enumerate(zip(shapes, coded_entries(shapes, ratio))):
+    for i, (shape, coded) in enumerate(zip(shapes, coded_entries(shapes, ratio, min_rows))):
         if not coded:
             bases.append(None)
             continue

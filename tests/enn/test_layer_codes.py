@@ -141,6 +141,12 @@ def test_config_rules():
         EnnCodecConfig.model_validate({"kind": "enn", "structure": "layers", "side_info": True})
     with pytest.raises(ValueError, match="needs the initial model"):
         make_codec(cfg, slots=9, model=None)
+    # LeNet-Zhu: 12-channel convolutions, a 10-class output layer
+    with pytest.raises(ValueError, match="codes no weight matrix.*most rows is 12.*lower min_rows"):
+        make_codec(cfg, slots=9, model=build_model("lenet_dlg"))
+    low = cfg.model_copy(update={"min_rows": 12})
+    zhu = make_codec(low, slots=9, model=build_model("lenet_dlg"))
+    assert zhu.coded == [True, False, True, False, True, False, False, False]
 
 
 def _layers_run(extra: list[str]):
