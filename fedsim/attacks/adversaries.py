@@ -37,6 +37,9 @@ class Adversary:
     holds_decoder: ClassVar[bool] = True
     #: holds the encryption keys (it generated them)
     holds_keys: ClassVar[bool] = False
+    #: tunes its attack to the scheme's public parameters (e.g. matches candidate updates through
+    #: a linear code it knows: the ``code_aware`` isolation)
+    tunes_to_scheme: ClassVar[bool] = True
 
     def __init__(self, spec: AdversarySettings) -> None:
         self.kind = spec.kind
@@ -109,6 +112,7 @@ class Eavesdropper(Adversary):
     """Reads the links it taps; holds no decoder and no keys (unless it captures them)."""
 
     holds_decoder = False
+    tunes_to_scheme = False
 
     def __init__(self, spec: EavesdropperConfig) -> None:
         super().__init__(spec)
@@ -129,6 +133,8 @@ class ServerConfig(AdversarySettings):
 class ServerAdversary(Adversary):
     """The server's view; it isolates a client by zero-filling the other slots only (it does not
     tune the isolation to the scheme)."""
+
+    tunes_to_scheme = False
 
     def isolations(self, configured: Sequence[str]) -> list[str]:
         return ["zero"]

@@ -16,6 +16,7 @@ survivors (the ``sa_unmask`` message names them), as one SGD step on their image
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections import defaultdict
 from typing import Any
@@ -27,10 +28,10 @@ from torch import Tensor, nn
 
 from fedsim.attacks import adapters, aggregate
 from fedsim.attacks.adversaries import Adversary
-from fedsim.attacks.contracts import KeyedDomain, SlotDecoder
+from fedsim.attacks.contracts import KeyedDomain, LinearCode, SlotDecoder
 from fedsim.attacks.inverting import cosine_distance
 from fedsim.attacks.metrics import evaluate, psnr
-from fedsim.attacks.observation import Normalization, Observation
+from fedsim.attacks.observation import Normalization, Observation, ProjectedForwardModel
 from fedsim.attacks.plotting import save_reconstruction_grid
 from fedsim.attacks.result import AttackResult
 from fedsim.codecs.base import UpdateCodec
@@ -134,6 +135,8 @@ class AttackHarness:
                 updates = [("none", self.codec.decode(payload, numel=numel))]
             except NotImplementedError:
                 return [("none", f"codec {self.codec.name!r} cannot decode a single update", "none")]
+            if isinstance(self.codec, LinearCode) and adv.tunes_to_scheme:
+                updates.append(("code_aware", updates[0][1]))
         out = []
         for iso, delta in updates:
             if self.keyed is not None and not adv.holds_keys and adv.key_payload is None:
@@ -164,6 +167,10 @@ class AttackHarness:
             else:
                 model.load_state_dict(self.crypto.eval_domain.from_wire(wire0), strict=False)
             obs = adapters.update_observation(model, delta, lr, schedule, shape, k, self.norm)
+            if iso == "code_aware":  # match candidates through the code the payload was sent in
+                projected = ProjectedForwardModel(obs.forward_model, model,
+                                                  self.codec.entry_codes(payload))
+                obs = dataclasses.replace(obs, forward_model=projected)
             out.append((iso, obs, "plain"))
         return out
 

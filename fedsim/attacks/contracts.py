@@ -41,6 +41,18 @@ class SlotCount(Protocol):
 
 
 @runtime_checkable
+class LinearCode(Protocol):
+    """A codec that projects each state entry on a public per-round subspace (ENN layer codes):
+    a payload decodes to ``U U^T M`` per coded entry, so whoever holds the round's codes can
+    also simulate what the code keeps of a candidate update (the code-aware attack)."""
+
+    def entry_codes(self, payload: bytes) -> dict[str, Tensor]:
+        """State entry name -> its code ``U`` (``a x r``) for the round ``payload`` was encoded
+        in; uncoded entries are absent."""
+        ...
+
+
+@runtime_checkable
 class SlotDecoder(Protocol):
     """A codec whose server decodes codes stacked in slots (ENN): updates are never decoded one
     by one, but whoever holds the decoder can isolate one slot's contribution

@@ -157,6 +157,39 @@ class GradientForwardModel:
         return {"kind": "gradient", "dtype": str(self.dtype).removeprefix("torch.")}
 
 
+class ProjectedForwardModel:
+    """What a linear code keeps of another forward model's output: each coded parameter's
+    tensor, viewed as ``(a, cols)``, projected to ``U U^T`` of its code (the code-aware attack
+    on ENN layer codes); other tensors pass unchanged.
+
+    Parameters
+    ----------
+    inner
+        The forward model whose outputs are one tensor per parameter of ``model``.
+    model
+        The victim model (its parameter names, in the inner model's output order).
+    codes
+        Parameter name -> code ``U`` (``a x r``, orthonormal columns).
+    """
+
+    def __init__(self, inner: ForwardModel, model: nn.Module, codes: dict[str, Tensor]) -> None:
+        self.inner = inner
+        self.dtype = inner.dtype
+        self._codes = [codes[n].to(self.dtype) if n in codes else None
+                       for n, p in model.named_parameters() if p.requires_grad]
+
+    def __call__(self, inputs: Tensor, labels: Tensor) -> list[Tensor]:
+        out = self.inner(inputs, labels)
+        return [o if u is None else (u @ (u.T @ o.reshape(u.shape[0], -1))).reshape(o.shape)
+                for o, u in zip(out, self._codes)]
+
+    def as_gradients(self, observed: Sequence[Tensor]) -> list[Tensor] | None:
+        return self.inner.as_gradients(observed)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "projected": "linear code"}
+
+
 def unrolled_sgd_delta(model: nn.Module, start: dict[str, Tensor], lr: float, inputs: Tensor,
                        labels: Tensor, batches: Iterable[slice | Tensor]) -> list[Tensor]:
     """``θ_K − θ_0`` of plain SGD from ``start`` over the given row batches, differentiable in the inputs."""

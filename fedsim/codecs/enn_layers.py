@@ -66,6 +66,7 @@ class EnnLayerCodec(UpdateCodec):
             raise ValueError("codec 'enn' with structure: layers needs a model whose state is all "
                              "floating point")
         self.ratio, self.proxy, self.error_feedback = ratio, proxy, error_feedback
+        self.names = list(state)
         self.shapes = [tuple(v.shape) for v in state.values()]
         self.min_rows = min_rows
         self.coded = coded_entries(self.shapes, ratio, min_rows)
@@ -145,6 +146,11 @@ class EnnLayerCodec(UpdateCodec):
         computes from its payload)."""
         rnd, codes = self._parse(payload, numel)
         return self._decode_codes(codes, rnd, numel)
+
+    def entry_codes(self, payload: bytes) -> dict[str, torch.Tensor]:
+        """State entry name -> its code ``U`` in the payload's round (coded entries only)."""
+        (rnd,) = struct.unpack_from("<I", payload, _HEADER.size - 4)
+        return {n: u for n, u in zip(self.names, self.bases(rnd)) if u is not None}
 
     def own_contribution(self, payload: bytes, slot: int, numel: int) -> torch.Tensor:
         """The client's part of the decoded mean, times the number of reporters (linear code)."""

@@ -189,3 +189,22 @@ def test_eavesdropper_that_captures_keynet_keys_decrypts_and_is_reported():
     layout = table.loc["eavesdropper[server:egress,server:ingress]"]  # saw the layout message
     assert layout["status"] == "attacked" and layout["domain"] == "encrypted"
     assert "keynet_layout" in layout["knowledge"] and "keynet_keys" not in layout["knowledge"]
+
+
+def test_code_aware_adversary_matches_through_the_enn_layer_code():
+    """ENN layer codes: any server decodes each client's projected update; only the adaptive
+    server also matches candidates through the code, which makes the true image fit exactly."""
+    attack = {**BASE["attack"], "adversaries": [{"kind": "server"}, {"kind": "adaptive_server"}]}
+    codec = {"kind": "enn", "ratio": 4, "structure": "layers", "min_rows": 12,
+             "pretrain": {"proxy": {"clients": 6, "per_round": 3, "local_epochs": 1}}}
+    (cfg,) = build_scenario({**BASE, "attack": attack, "schemes": {"layers": {"codec": codec}}},
+                            "test").runs
+    table = run(cfg).attacks
+    assert (table["status"] == "attacked").all()
+    views = table.groupby("adversary")["isolation"].apply(set).to_dict()
+    assert views == {"server": {"none"}, "adaptive_server": {"none", "code_aware"}}
+    plain = table[table["isolation"] == "none"]
+    aware = table[table["isolation"] == "code_aware"]
+    # the decoded update is the projection of the true one: a plain gradient match sees it
+    # distorted, the code-aware match reproduces it exactly at the private image
+    assert (plain["obs_cosine"] < 0.99).all() and (aware["obs_cosine"] > 0.9999).all()
