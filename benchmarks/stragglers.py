@@ -60,6 +60,7 @@ def main() -> None:
                      "late": int(played["n_late"].sum()), "surplus": int(played["n_surplus"].sum()),
                      "trained": res.info["updates_trained"],
                      "host_s": float(pd.Series(host_s[mode]).median()),
+                     "host_s_min": min(host_s[mode]), "host_s_max": max(host_s[mode]),
                      "final_accuracy": float(played["test_accuracy"].iloc[-1])})
     for table in ("rounds", "clients", "messages"):
         pd.testing.assert_frame_equal(_no_host(getattr(results["train"], table)),
@@ -68,6 +69,8 @@ def main() -> None:
     train, skip = out.set_index("stragglers").loc["train"], out.set_index("stragglers").loc["skip"]
     out["host_s_ratio"] = out["host_s"] / train["host_s"]
     out["trained_ratio"] = out["trained"] / train["trained"]
+    pairs = [s / t for s, t in zip(host_s["skip"], host_s["train"])]
+    out["pair_ratios"] = " ".join(f"{r:.3f}" for r in pairs)  # skip / train, per repeat
     out.to_csv(args.out, index=False)
     print(out.to_string(index=False))
     print(f"tables identical; skip trains {skip['trained']}/{train['trained']} updates in "
