@@ -56,6 +56,7 @@ from pydantic import Field, model_validator
 
 from fedsim.codecs.base import CodecContext, EncodedUpdate, UpdateCodec
 from fedsim.codecs.enn_layers import EnnLayerCodec
+from fedsim.codecs.feedback import FeedbackEncoder
 from fedsim.config import CodecSettings, Int, PosFloat, PosInt, Strict
 from fedsim.config.registry import CODECS
 from fedsim.enn.cache import load_or_train
@@ -247,7 +248,7 @@ class EnnCodec(UpdateCodec):
 
     def for_client(self, cid: int) -> UpdateCodec:
         """This codec, or with error feedback a per-client encoder holding the client's residual."""
-        return _FeedbackEncoder(self) if self.error_feedback else self
+        return FeedbackEncoder(self) if self.error_feedback else self
 
     def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
         if update.dim() != 1:
@@ -375,33 +376,6 @@ class EnnCodec(UpdateCodec):
         if numel < 1:
             raise ValueError("numel must be positive")
         return -(-numel // self.config.n)
-
-
-class _FeedbackEncoder(UpdateCodec):
-    """One client's ENN encoder with error feedback: encodes ``update + residual``, keeps the rest.
-
-    The residual is ``x - own_contribution(code of x)``, computed with the downloaded decoder.
-    Metric ``ef_rel_error``: ``||x - d|| / ||x||`` of this update (what the code lost).
-    """
-
-    name = "enn"
-
-    def __init__(self, codec: EnnCodec):
-        self.codec = codec
-        self.residual: torch.Tensor | None = None
-
-    def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
-        x = update.detach().float().cpu()
-        if self.residual is not None:
-            x = x + self.residual
-        enc = self.codec.encode(x, seed=seed, slot=slot, rnd=rnd)
-        self.residual = x - self.codec.own_contribution(enc.payload, slot, x.numel())
-        rel = float(self.residual.norm() / x.norm().clamp_min(1e-30))
-        return EncodedUpdate(enc.payload, {**enc.metrics, "ef_rel_error": rel})
-
-    def aggregate(self, payloads: Sequence[bytes], weights: Sequence[float], slots: Sequence[int],
-                  *, numel: int) -> torch.Tensor:
-        return self.codec.aggregate(payloads, weights, slots, numel=numel)
 
 
 def training_groups(updates: Sequence[torch.Tensor], config: EnnConfig, *, scale: float,

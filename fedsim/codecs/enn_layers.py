@@ -31,9 +31,14 @@ import torch
 from torch import nn
 
 from fedsim.codecs.base import EncodedUpdate, UpdateCodec
+from fedsim.codecs.feedback import FeedbackEncoder
 from fedsim.enn.layer_code import MIN_ROWS, code_rank, coded_entries, fit_bases, layer_views
-from fedsim.enn.proxy import (EnnProxyConfig, flatten_state, proxy_digits, proxy_partition,
-                              refit_updates)
+from fedsim.enn.proxy import (
+    EnnProxyConfig,
+    proxy_digits,
+    proxy_partition,
+    refit_updates,
+)
 from fedsim.wire import pack_vector
 
 _HEADER = struct.Struct("<2sHII")
@@ -118,7 +123,7 @@ class EnnLayerCodec(UpdateCodec):
 
     # -- client side ---------------------------------------------------------------------------
     def for_client(self, cid: int) -> UpdateCodec:
-        return _LayerFeedbackEncoder(self) if self.error_feedback else self
+        return FeedbackEncoder(self) if self.error_feedback else self
 
     def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
         if update.dim() != 1:
@@ -179,30 +184,3 @@ class EnnLayerCodec(UpdateCodec):
             raise ValueError("payload does not match this ENN layer codec (magic, ratio or numel)")
         arr = np.frombuffer(payload, dtype="<f4", offset=_HEADER.size)
         return rnd, torch.from_numpy(arr.copy())
-
-
-class _LayerFeedbackEncoder(UpdateCodec):
-    """One client's layer-code encoder with error feedback: encodes ``update + residual`` and
-    keeps ``x - U U^T x``. Metric ``ef_rel_error``: ``||residual|| / ||x||``."""
-
-    name = "enn"
-
-    def __init__(self, codec: EnnLayerCodec):
-        self.codec = codec
-        self.residual: torch.Tensor | None = None
-
-    def encoded_nbytes(self, numel: int, rnd: int) -> int:
-        return self.codec.encoded_nbytes(numel, rnd)
-
-    def encode(self, update: torch.Tensor, *, seed: int, slot: int, rnd: int = 0) -> EncodedUpdate:
-        x = update.detach().float().cpu()
-        if self.residual is not None:
-            x = x + self.residual
-        enc = self.codec.encode(x, seed=seed, slot=slot, rnd=rnd)
-        self.residual = x - self.codec.decode(enc.payload, numel=x.numel())
-        rel = float(self.residual.norm() / x.norm().clamp_min(1e-30))
-        return EncodedUpdate(enc.payload, {**enc.metrics, "ef_rel_error": rel})
-
-    def aggregate(self, payloads: Sequence[bytes], weights: Sequence[float], slots: Sequence[int],
-                  *, numel: int) -> torch.Tensor:
-        return self.codec.aggregate(payloads, weights, slots, numel=numel)

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import torch
 
-
 #: A matrix is coded only if it has at least this many rows (the default of ``min_rows``) ...
 MIN_ROWS = 16
 #: ... and its code saves at least this fraction of the update's values.

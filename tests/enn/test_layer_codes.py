@@ -152,8 +152,8 @@ def test_config_rules():
 def _layers_run(extra: list[str]):
     return load_scenario("scenarios/quickstart.yaml", [
         "rounds=2", "data.num_clients=6", "selection.clients_per_round=3", "data.train_limit=600",
-        "codec={kind: enn, ratio: 4, structure: layers, error_feedback: true, "
-        "pretrain: {proxy: {clients: 6, per_round: 3, local_epochs: 1}}}", *extra]).runs[0]
+        ("codec={kind: enn, ratio: 4, structure: layers, error_feedback: true, "
+         "pretrain: {proxy: {clients: 6, per_round: 3, local_epochs: 1}}}"), *extra]).runs[0]
 
 
 def test_simulation_sends_the_codes_each_round_and_is_deterministic():
