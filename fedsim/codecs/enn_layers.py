@@ -80,6 +80,10 @@ class EnnLayerCodec(UpdateCodec):
             raise ValueError(f"codec 'enn' with structure: layers codes no weight matrix of this "
                              f"model (the most rows is {largest}, min_rows is {min_rows}, and a "
                              f"code must save 1 % of the values): lower min_rows")
+        # values each entry puts on the wire: its code rows x columns, or all of its values
+        self._wire_sizes = [code_rank(s[0], ratio) * (math.prod(s) // s[0]) if coded
+                            else math.prod(s) for s, coded in zip(self.shapes, self.coded)]
+        self._numel = sum(math.prod(s) for s in self.shapes)
         self._work = copy.deepcopy(model).cpu()
         self._data: tuple | None = None  # proxy images, labels and partition (loaded once)
         self._bases: dict[int, list[torch.Tensor | None]] = {}  # round -> its codes
@@ -110,16 +114,9 @@ class EnnLayerCodec(UpdateCodec):
 
     # -- sizes -------------------------------------------------------------------------------
     def encoded_nbytes(self, numel: int, rnd: int) -> int:
-        return _HEADER.size + 4 * self._code_values(numel)
-
-    def _code_values(self, numel: int) -> int:
-        if numel != sum(math.prod(s) for s in self.shapes):
-            raise ValueError(f"update has {numel} values, the model {sum(map(math.prod, self.shapes))}")
-        total = 0
-        for shape, coded in zip(self.shapes, self.coded):
-            n = math.prod(shape)
-            total += code_rank(shape[0], self.ratio) * (n // shape[0]) if coded else n
-        return total
+        if numel != self._numel:
+            raise ValueError(f"update has {numel} values, the model {self._numel}")
+        return _HEADER.size + 4 * sum(self._wire_sizes)
 
     # -- client side ---------------------------------------------------------------------------
     def for_client(self, cid: int) -> UpdateCodec:
@@ -140,40 +137,32 @@ class EnnLayerCodec(UpdateCodec):
                   *, numel: int) -> torch.Tensor:
         if not payloads or len(weights) != len(payloads):
             raise ValueError("need at least one payload and one weight per payload")
-        rounds = {self._parse(p, numel)[0] for p in payloads}
+        parsed = [self._parse(p, numel) for p in payloads]
+        rounds = {rnd for rnd, _ in parsed}
         if len(rounds) != 1:
             raise ValueError(f"payloads of several rounds {sorted(rounds)} cannot be averaged")
-        mean = sum(w * self._parse(p, numel)[1].double() for p, w in zip(payloads, weights))
-        return self._decode_codes(mean.float(), rounds.pop(), numel)
+        mean = sum(w * codes.double() for (_, codes), w in zip(parsed, weights))
+        return self._decode_codes(mean.float(), rounds.pop())
 
     def decode(self, payload: bytes, *, numel: int) -> torch.Tensor:
         """One client's projected update ``U U^T M`` per matrix (what any holder of the codes
         computes from its payload)."""
         rnd, codes = self._parse(payload, numel)
-        return self._decode_codes(codes, rnd, numel)
+        return self._decode_codes(codes, rnd)
 
     def entry_codes(self, payload: bytes) -> dict[str, torch.Tensor]:
         """State entry name -> its code ``U`` in the payload's round (coded entries only)."""
-        (rnd,) = struct.unpack_from("<I", payload, _HEADER.size - 4)
+        rnd = _HEADER.unpack_from(payload)[3]
         return {n: u for n, u in zip(self.names, self.bases(rnd)) if u is not None}
 
     def own_contribution(self, payload: bytes, slot: int, numel: int) -> torch.Tensor:
         """The client's part of the decoded mean, times the number of reporters (linear code)."""
         return self.decode(payload, numel=numel)
 
-    def _decode_codes(self, codes: torch.Tensor, rnd: int, numel: int) -> torch.Tensor:
-        out, at = [], 0
-        for u, shape in zip(self.bases(rnd), self.shapes):
-            n = math.prod(shape)
-            if u is None:
-                out.append(codes[at:at + n])
-                at += n
-            else:
-                cols = n // shape[0]
-                c = codes[at:at + u.shape[1] * cols].view(u.shape[1], cols)
-                out.append((u @ c).reshape(-1))
-                at += u.shape[1] * cols
-        return torch.cat(out)
+    def _decode_codes(self, codes: torch.Tensor, rnd: int) -> torch.Tensor:
+        parts = codes.split(self._wire_sizes)
+        return torch.cat([c if u is None else (u @ c.view(u.shape[1], -1)).reshape(-1)
+                          for u, c in zip(self.bases(rnd), parts)])
 
     def _parse(self, payload: bytes, numel: int) -> tuple[int, torch.Tensor]:
         expected = self.encoded_nbytes(numel, 0)

@@ -91,7 +91,7 @@ def _run_proxy(work: nn.Module, spec: EnnProxyConfig, slots: int) -> list[torch.
     out = []
     for rnd in range(spec.rounds):
         chosen = sorted(int(c) for c in select.choice(spec.clients, size=slots, replace=False))
-        stacked = _train_round(work, x, y, parts, spec, flat, chosen, rnd)
+        stacked = _train_round(work, x, y, parts, spec, flat, chosen, (rnd,))
         out.append(stacked)
         flat = flat + stacked.mean(0)
     return out
@@ -122,14 +122,15 @@ def refit_updates(work: nn.Module, x: torch.Tensor, y: torch.Tensor, parts: list
 
 
 def _train_round(work: nn.Module, x: torch.Tensor, y: torch.Tensor, parts: list,
-                 spec: EnnProxyConfig, flat: torch.Tensor, chosen: list[int], rnd) -> torch.Tensor:
-    """The ``chosen`` proxy clients' updates ``(len(chosen), p)`` from ``flat``."""
+                 spec: EnnProxyConfig, flat: torch.Tensor, chosen: list[int],
+                 stream: tuple[str | int, ...]) -> torch.Tensor:
+    """The ``chosen`` proxy clients' updates ``(len(chosen), p)`` from ``flat``; ``stream`` ends
+    each client's batch-order stream name (e.g. ``(round,)``)."""
     ups = []
     for cid in chosen:
         load_flat(work, flat)
         idx = torch.as_tensor(parts[cid], dtype=torch.long)
-        key = rnd if isinstance(rnd, tuple) else (rnd,)
-        gen = torch_generator(spec.seed, "enn", "proxy", "batches", int(cid), *key)
+        gen = torch_generator(spec.seed, "enn", "proxy", "batches", int(cid), *stream)
         batches = [idx[b] for b in batch_schedule(len(idx), batch_size=spec.batch_size,
                                                  epochs=spec.local_epochs, steps=None,
                                                  generator=gen)]
